@@ -1,0 +1,55 @@
+"""The ``df2am`` command line: a thin face over the library.
+
+Each command group lives in its own module and registers its sub-parsers explicitly in
+:func:`build_parser`. A command parses its arguments, calls one library function and prints
+the result. User errors (:class:`~df2am.errors.Df2amError`) become one plain ``error:`` line on
+stderr and exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from df2am import __version__
+from df2am.errors import Df2amError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from df2am.cli import data_commands, run_commands, sweep_commands
+
+    parser = argparse.ArgumentParser(
+        prog="df2am",
+        description="DF²AM: RGB-infrared cross-modality person re-identification.",
+    )
+    parser.add_argument("--version", action="version", version=f"df2am {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    data_commands.register(sub)
+    run_commands.register(sub)
+    sweep_commands.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except Df2amError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

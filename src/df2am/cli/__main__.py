@@ -1,0 +1,5 @@
+import sys
+
+from df2am.cli import main
+
+sys.exit(main())
