@@ -17,7 +17,7 @@ from df2am.errors import Df2amError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from df2am.cli import data_commands, run_commands, sweep_commands
+    from df2am.cli import data_commands, eval_commands, run_commands, sweep_commands
 
     parser = argparse.ArgumentParser(
         prog="df2am",
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     data_commands.register(sub)
     run_commands.register(sub)
+    eval_commands.register(sub)
     sweep_commands.register(sub)
     return parser
 
