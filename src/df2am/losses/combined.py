@@ -1,0 +1,136 @@
+"""The total training loss of Eq. 4: L = L_B + λ·L_D + ζ·L_A, with the Table 3 switches.
+
+Terms (rows of the :class:`~df2am.models.output.ModelOutput` are [RGB; IR], ``num_rgb``
+leading RGB rows; ``labels`` follow the same order):
+
+* L_B = L_B^RGB + L_B^IR (baseline), each = cross-entropy on that modality's rows of
+  ``out.logits`` (BNNeck classifier) + batch-hard triplet on that modality's rows of
+  ``out.global_feat`` (f^g). With ``triplet_mode="joint"`` the triplet part is one batch-hard
+  triplet over all 2K* rows instead (the identity part stays per modality).
+* L_D = L_D^RGB + L_D^IR (Eq. 8): cross-entropy on each modality's rows of ``out.fused_logits``.
+* L_A (Eq. 12), or L1 (Eq. 11) when ``affinity_type="l1"``: on ``out.global_feat`` of all rows.
+
+``label_smoothing`` applies to every cross-entropy term (L_ID and L_D).
+
+The five Table 3 settings are the switches of :class:`~df2am.config.LossConfig`:
+
+=====================  ============  =======  ============
+setting                use_baseline  use_df2  use_affinity
+=====================  ============  =======  ============
+Baseline               true          false    false
+Baseline + DF²         true          true     false
+Baseline + AM          true          false    true
+DF² + AM without L_B   false         true     true
+DF²AM (full)           true          true     true
+=====================  ============  =======  ============
+
+``LossOutput.parts`` holds, for the enabled terms only, ``id`` (Σ CE of L_B), ``triplet``
+(Σ L_BH of L_B), ``df2`` (λ·L_D) and ``affinity`` (ζ·L_A or ζ·L1), each exactly as it enters the
+total, so ``sum(parts.values()) == total``. Nothing here synchronises with the host, so the
+parts can be logged lazily.
+
+Usage::
+
+    criterion = build_loss(cfg.loss)
+    out = model(rgb, ir)
+    loss = criterion(out, torch.cat([rgb_labels, ir_labels]))
+    loss.total.backward()
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from df2am.config import LossConfig
+from df2am.errors import ConfigError
+from df2am.losses.affinity import affinity_l1_loss, affinity_margin_loss
+from df2am.losses.identity import identity_loss
+from df2am.losses.output import LossOutput
+from df2am.losses.triplet import batch_hard_triplet
+from df2am.models.output import ModelOutput
+
+__all__ = ["DF2AMLoss", "build_loss"]
+
+
+class DF2AMLoss(nn.Module):
+    """Eq. 4, L = L_B + λ·L_D + ζ·L_A, configured by a :class:`LossConfig` (no parameters)."""
+
+    def __init__(self, cfg: LossConfig) -> None:
+        super().__init__()
+        if not (cfg.use_baseline or cfg.use_df2 or cfg.use_affinity):
+            raise ConfigError(
+                "loss: at least one of use_baseline, use_df2, use_affinity must be true"
+            )
+        if cfg.affinity_type not in ("margin", "l1"):
+            raise ConfigError(
+                f"loss.affinity_type: expected 'margin' or 'l1', got {cfg.affinity_type!r}"
+            )
+        if cfg.triplet_mode not in ("per_modality", "joint"):
+            raise ConfigError(
+                f"loss.triplet_mode: expected 'per_modality' or 'joint', got {cfg.triplet_mode!r}"
+            )
+        self.cfg = cfg
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return (
+            f"baseline={c.use_baseline}, df2={c.use_df2} (λ={c.lambda_df2}), "
+            f"affinity={c.use_affinity} ({c.affinity_type}, ζ={c.zeta_affinity}), "
+            f"triplet={c.triplet_mode}"
+        )
+
+    def _per_modality_ce(self, logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+        """CE over the RGB rows + CE over the IR rows (each a mean within its modality)."""
+        ls = self.cfg.label_smoothing
+        return identity_loss(logits[:k], labels[:k], ls) + identity_loss(logits[k:], labels[k:], ls)
+
+    def forward(self, out: ModelOutput, labels: torch.Tensor) -> LossOutput:
+        """Total loss and its weighted parts for one batch; ``labels`` (B,) in row order."""
+        cfg = self.cfg
+        b = out.global_feat.shape[0]
+        k = out.num_rgb
+        if labels.dim() != 1 or labels.shape[0] != b:
+            raise ValueError(
+                f"DF2AMLoss: labels must have shape ({b},) to match the model output rows, "
+                f"got {tuple(labels.shape)}"
+            )
+        if not 0 < k < b:
+            # Both halves of L_B and L_D are per-modality means; an empty modality would be NaN.
+            raise ValueError(f"DF2AMLoss: need RGB and IR rows, got num_rgb={k} of {b} rows")
+
+        parts: dict[str, torch.Tensor] = {}
+        if cfg.use_baseline:
+            parts["id"] = self._per_modality_ce(out.logits, labels, k)
+            feat = out.global_feat
+            m = cfg.triplet_margin
+            if cfg.triplet_mode == "joint":
+                parts["triplet"] = batch_hard_triplet(feat, labels, m)
+            else:
+                parts["triplet"] = batch_hard_triplet(feat[:k], labels[:k], m) + batch_hard_triplet(
+                    feat[k:], labels[k:], m
+                )
+        if cfg.use_df2:
+            if out.fused_logits is None:
+                raise ConfigError(
+                    "loss.use_df2=true but the model output has no fused_logits: the DF² loss "
+                    "L_D needs model.df2_module=true (or set loss.use_df2=false)"
+                )
+            parts["df2"] = cfg.lambda_df2 * self._per_modality_ce(out.fused_logits, labels, k)
+        if cfg.use_affinity:
+            if cfg.affinity_type == "l1":
+                la = affinity_l1_loss(out.global_feat, labels, cfg.affinity_delta)
+            else:
+                la = affinity_margin_loss(out.global_feat, labels, cfg.affinity_margin)
+            parts["affinity"] = cfg.zeta_affinity * la
+
+        terms = list(parts.values())
+        total = terms[0]
+        for t in terms[1:]:
+            total = total + t
+        return LossOutput(total=total, parts=parts)
+
+
+def build_loss(cfg: LossConfig) -> DF2AMLoss:
+    """The Eq. 4 criterion of a run: ``build_loss(cfg.loss)``."""
+    return DF2AMLoss(cfg)
