@@ -1,0 +1,206 @@
+"""Checkpoint format of a training run, written atomically.
+
+A checkpoint is one ``torch.save`` dict (format version :data:`FORMAT_VERSION`) with the keys
+
+=================  ========================================================================
+``format_version``  int, :data:`FORMAT_VERSION`
+``model``           state dict of the *unwrapped* model (no ``module.`` prefix from DDP)
+``num_classes``     number of training identities the classifiers were built for
+``config``          the resolved run config as a plain dict (:func:`df2am.config.config_to_dict`)
+``epoch``           number of epochs completed (1 after the first epoch)
+``optimizer``       ``optimizer.state_dict()`` (None in a model-only file)
+``scheduler``       ``scheduler.state_dict()`` (None in a model-only file)
+``sampler``         the identity sampler's state (``{"epoch": e, ...}``; None if not saved)
+``rng``             ``{"python", "numpy", "torch", "cuda"}`` RNG states (:func:`rng_state`)
+``scaler``          ``GradScaler.state_dict()`` for fp16 training, else None
+=================  ========================================================================
+
+Optional keys a reader must tolerate: ``val`` (validation metrics of that epoch) and
+``selected_by`` (``"last_epoch"`` or ``"validation"``, on ``model_final.pt``).
+
+Every value is a tensor, a plain Python container or a scalar, so the files load with
+``torch.load(weights_only=True)``; NumPy RNG state is stored as a tensor for that reason.
+
+Usage::
+
+    from df2am.engine.checkpoint import load_checkpoint, save_checkpoint
+    save_checkpoint("runs/x/checkpoints/last.pt", ckpt)       # temp file + fsync + os.replace
+    ckpt = load_checkpoint("runs/x/checkpoints/last.pt")      # CheckpointError if bad
+    model = build_model(config_from_dict(ckpt["config"]).model, ckpt["num_classes"])
+    model.load_state_dict(ckpt["model"])
+
+Writing goes to a temporary file in the same directory, which is flushed and fsync'ed before
+``os.replace`` renames it over the target: a crash at any point leaves either the previous
+checkpoint or the new one, never a truncated file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from df2am.errors import CheckpointError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "REQUIRED_KEYS",
+    "MODEL_KEYS",
+    "save_checkpoint",
+    "load_checkpoint",
+    "rng_state",
+    "set_rng_state",
+]
+
+FORMAT_VERSION = 1
+
+#: Keys every training checkpoint holds (``last.pt``, ``epoch_XXX.pt``, ``model_final.pt``).
+REQUIRED_KEYS: tuple[str, ...] = (
+    "format_version",
+    "model",
+    "num_classes",
+    "config",
+    "epoch",
+    "optimizer",
+    "scheduler",
+    "sampler",
+    "rng",
+    "scaler",
+)
+
+#: The keys needed to rebuild and evaluate a model (what ``load_model`` asks for).
+MODEL_KEYS: tuple[str, ...] = ("format_version", "model", "num_classes", "config")
+
+
+def save_checkpoint(path: str | os.PathLike[str], obj: dict[str, Any]) -> Path:
+    """Write ``obj`` to ``path`` atomically and return the path.
+
+    The data goes to a temporary file next to ``path`` (same filesystem, so the rename is
+    atomic), is flushed and fsync'ed, then ``os.replace`` moves it over ``path`` and the
+    directory is fsync'ed so the rename itself survives a power loss. If anything fails the
+    temporary file is removed and the previous ``path`` is untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        # Any failure (including KeyboardInterrupt) must not leave a stray temp file behind.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(target.parent)
+    return target
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(dfd)
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    map_location: str | torch.device = "cpu",
+    required: Iterable[str] = REQUIRED_KEYS,
+) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` and check its keys.
+
+    Args:
+        path: the ``.pt`` file.
+        map_location: where tensors go (``torch.load``'s argument).
+        required: keys that must be present; :data:`MODEL_KEYS` suffices for evaluation.
+
+    Raises:
+        CheckpointError: the file is missing or unreadable, is not a dict, lacks a required
+            key (the message names the path and the key) or has an unknown format version.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    try:
+        obj = torch.load(p, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"{p}: cannot read checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{p}: expected a checkpoint dict, got {type(obj).__name__}")
+    for key in required:
+        if key not in obj:
+            raise CheckpointError(
+                f"{p}: checkpoint lacks key '{key}' (has: {', '.join(sorted(map(str, obj)))})"
+            )
+    version = obj.get("format_version")
+    if "format_version" in obj and version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{p}: checkpoint format_version {version!r} is not supported "
+            f"(this df2am reads version {FORMAT_VERSION})"
+        )
+    return obj
+
+
+# --------------------------------------------------------------------------- RNG state
+
+
+def rng_state() -> dict[str, Any]:
+    """The Python, NumPy, torch CPU and (if initialised) CUDA RNG states, weights_only-safe."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "name": str(np_name),
+            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "cached_gaussian": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": None,
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured (CUDA states only where CUDA is in use)."""
+    py = state["python"]
+    # weights_only loading turns the inner tuple into a list; random.setstate wants tuples.
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(
+        (
+            n["name"],
+            n["keys"].numpy().astype(np.uint32),
+            int(n["pos"]),
+            int(n["has_gauss"]),
+            float(n["cached_gaussian"]),
+        )
+    )
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        cuda_states = [s.cpu() for s in state["cuda"]]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
