@@ -1,0 +1,136 @@
+"""Two-stream ResNet backbone: modality-specific stems and a shared trunk (method.md, "Network").
+
+The paper's feature extractor is ``f = Feat(Conv1(x_RGB))`` for visible images and
+``f = Feat(Conv2(x_IR))`` for infrared ones: ``Conv1``/``Conv2`` are two separate ResNet stems
+(conv1, bn1, relu, maxpool) and ``Feat`` is ResNet layer1–layer4, shared by both modalities::
+
+    import torch
+    from df2am.models.backbone import TwoStreamResNet
+
+    backbone = TwoStreamResNet(depth=50, last_stride=1)
+    f = backbone(torch.randn(2, 3, 256, 128), torch.randn(2, 3, 256, 128))
+    f.shape  # -> (4, 2048, 16, 8): rows [rgb; ir]
+
+Every module is built once and used: the temporary torchvision ``ResNet`` only donates its
+stem and layer1–layer4 (its avgpool/fc are dropped), and the IR stem is a fresh module with
+torchvision's initialisation. Parameter names follow torchvision's so that
+:func:`df2am.models.weights.load_backbone_weights` can map an ImageNet state dict directly:
+``stem_rgb.conv1.weight`` / ``stem_ir.conv1.weight`` ← ``conv1.weight``, ``layer3.1.bn2.bias``
+← ``layer3.1.bn2.bias``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torchvision.models import resnet
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+__all__ = ["TwoStreamResNet", "RESNET_BUILDERS", "STEM_NAMES", "TRUNK_NAMES", "set_last_stride"]
+
+#: Explicit depth → torchvision constructor table (no registry).
+RESNET_BUILDERS = {
+    18: resnet.resnet18,
+    34: resnet.resnet34,
+    50: resnet.resnet50,
+    101: resnet.resnet101,
+}
+#: Names of the two modality-specific stems (attributes of :class:`TwoStreamResNet`).
+STEM_NAMES = ("stem_rgb", "stem_ir")
+#: Names of the shared stages, identical to torchvision's.
+TRUNK_NAMES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def _make_stem() -> nn.Sequential:
+    """A fresh ResNet stem, initialised as torchvision's ``ResNet.__init__`` does."""
+    conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    nn.init.kaiming_normal_(conv1.weight, mode="fan_out", nonlinearity="relu")
+    bn1 = nn.BatchNorm2d(64)  # weight 1, bias 0 by default, as in torchvision
+    return nn.Sequential(
+        OrderedDict(
+            conv1=conv1,
+            bn1=bn1,
+            relu=nn.ReLU(inplace=True),
+            maxpool=nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+        )
+    )
+
+
+def set_last_stride(layer4: nn.Sequential, stride: int) -> None:
+    """Set the spatial stride of ``layer4`` (the "last stride" trick of re-id baselines).
+
+    Only the first block downsamples: for a :class:`Bottleneck` (torchvision's v1.5) the stride
+    sits on ``conv2`` (the 3×3), for a :class:`BasicBlock` on ``conv1``; the projection shortcut
+    ``downsample[0]`` always carries the same stride.
+    """
+    if stride not in (1, 2):
+        raise ValueError(f"last_stride must be 1 or 2, got {stride}")
+    block = layer4[0]
+    if isinstance(block, Bottleneck):
+        block.conv2.stride = (stride, stride)
+    elif isinstance(block, BasicBlock):
+        block.conv1.stride = (stride, stride)
+    else:  # pragma: no cover - torchvision only builds these two block types
+        raise TypeError(f"unexpected ResNet block type {type(block).__name__}")
+    if block.downsample is not None:
+        block.downsample[0].stride = (stride, stride)
+    block.stride = stride
+
+
+class TwoStreamResNet(nn.Module):
+    """Modality-specific stems + shared ResNet layer1–layer4 (``Conv1``/``Conv2`` and ``Feat``).
+
+    Args:
+        depth: ResNet depth, one of 18, 34, 50, 101.
+        last_stride: stride of layer4 (1 keeps 16 × 8 maps at 256 × 128 inputs; 2 is torchvision's).
+
+    Attributes:
+        out_channels: C of the feature map (512 for depths 18/34, 2048 for 50/101).
+    """
+
+    def __init__(self, depth: int = 50, last_stride: int = 1) -> None:
+        super().__init__()
+        if depth not in RESNET_BUILDERS:
+            raise ValueError(f"ResNet depth must be one of {sorted(RESNET_BUILDERS)}, got {depth}")
+        # num_classes=1 keeps the (discarded) torchvision fc tiny; only the stem and layers are
+        # kept, so the model holds no unused module.
+        base = RESNET_BUILDERS[depth](weights=None, num_classes=1)
+        self.stem_rgb = nn.Sequential(
+            OrderedDict(conv1=base.conv1, bn1=base.bn1, relu=base.relu, maxpool=base.maxpool)
+        )
+        self.stem_ir = _make_stem()
+        self.layer1 = base.layer1
+        self.layer2 = base.layer2
+        self.layer3 = base.layer3
+        self.layer4 = base.layer4
+        set_last_stride(self.layer4, last_stride)
+        self.depth = depth
+        self.last_stride = last_stride
+        self.out_channels: int = base.fc.in_features
+
+    def stem(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        """Run the stem of ``modality`` ("rgb" or "ir")."""
+        if modality == "rgb":
+            return self.stem_rgb(x)
+        if modality == "ir":
+            return self.stem_ir(x)
+        raise ValueError(f"modality must be 'rgb' or 'ir', got {modality!r}")
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The shared extractor ``Feat`` (layer1–layer4)."""
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, rgb: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+        """Feature maps of ``[rgb; ir]``, shape (K_rgb + K_ir, C, H, W).
+
+        The stems run separately and the shared trunk runs once on the concatenation: one big
+        batch uses the cores better than two half batches. ``torch.cat`` of channels_last inputs
+        stays channels_last, so the memory format survives end to end.
+        """
+        return self.trunk(torch.cat([self.stem_rgb(rgb), self.stem_ir(ir)], dim=0))
+
+    def forward_single(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        """Feature map of one modality's batch (used at test time)."""
+        return self.trunk(self.stem(x, modality))

@@ -1,0 +1,190 @@
+"""DF2AMNet: shapes, gradients, memory format, test features and optimiser groups."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from df2am.config import ModelConfig
+from df2am.errors import ConfigError, Df2amError
+from df2am.models import DF2AMNet, ModelOutput, build_model
+
+NUM_CLASSES = 6
+
+
+def _model(**kw: object) -> DF2AMNet:
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{"depth": 18, **kw})  # type: ignore[arg-type]
+    return build_model(cfg, NUM_CLASSES)
+
+
+def _images(n: int, h: int = 64, w: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(("depth", "channels"), [(18, 512), (50, 2048)])
+@pytest.mark.parametrize("num_parts", [4, 2])
+def test_output_shapes(depth: int, channels: int, num_parts: int) -> None:
+    model = _model(depth=depth, num_parts=num_parts)
+    out = model(_images(3), _images(2, seed=1))
+    assert isinstance(out, ModelOutput)
+    B = 5
+    assert out.num_rgb == 3
+    assert out.global_feat.shape == (B, channels)
+    assert out.bn_feat.shape == (B, channels)
+    assert out.logits.shape == (B, NUM_CLASSES)
+    assert out.part_feat is not None and out.part_feat.shape == (B, num_parts, channels)
+    assert out.part_weights is not None and out.part_weights.shape == (B, num_parts)
+    assert out.fused_feat is not None and out.fused_feat.shape == (B, channels)
+    assert out.fused_bn_feat is not None and out.fused_bn_feat.shape == (B, channels)
+    assert out.fused_logits is not None and out.fused_logits.shape == (B, NUM_CLASSES)
+    assert out.modality.tolist() == [0, 0, 0, 1, 1]
+
+
+def test_three_parts_on_height_four_errors() -> None:
+    model = _model(num_parts=3)
+    with pytest.raises(Df2amError, match=r"num_parts=3.*H=4"):
+        model(_images(2), _images(2))
+
+
+def test_part_weights_positive_and_normalised() -> None:
+    out = _model()(_images(2), _images(2, seed=1))
+    assert out.part_weights is not None
+    assert bool((out.part_weights > 0).all())
+    torch.testing.assert_close(out.part_weights.sum(1), torch.ones(4))
+
+
+@pytest.mark.parametrize("last_stride", [1, 2])
+def test_last_stride_sets_feature_size(last_stride: int) -> None:
+    for depth in (18, 50):
+        model = _model(depth=depth, last_stride=last_stride)
+        f = model.backbone(_images(1), _images(1))
+        assert f.shape[2:] == ((4, 2) if last_stride == 1 else (2, 1))
+
+
+def test_rows_are_rgb_then_ir_with_the_right_stem() -> None:
+    model = _model().eval()  # eval: BN uses running stats, so rows are independent
+    rgb, ir = _images(2), _images(3, seed=1)
+    with torch.no_grad():
+        out = model(rgb, ir)
+        g_rgb = model.backbone.forward_single(rgb, "rgb").mean(dim=(2, 3))
+        g_ir = model.backbone.forward_single(ir, "ir").mean(dim=(2, 3))
+        g_ir_wrong_stem = model.backbone.forward_single(ir, "rgb").mean(dim=(2, 3))
+    torch.testing.assert_close(out.global_feat[:2], g_rgb, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out.global_feat[2:], g_ir, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(out.global_feat[2:], g_ir_wrong_stem, atol=1e-3)
+
+
+def test_gradients_reach_stems_trunk_and_attention() -> None:
+    model = _model()
+    out = model(_images(4), _images(4, seed=1))
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    assert out.fused_logits is not None
+    F.cross_entropy(out.fused_logits, labels).backward()
+    bb = model.backbone
+    assert model.df2 is not None
+    params = {
+        "stem_rgb": bb.stem_rgb.conv1.weight,
+        "stem_ir": bb.stem_ir.conv1.weight,
+        "layer1": bb.layer1[0].conv1.weight,
+        "layer4": bb.layer4[-1].conv2.weight,
+        "attention.0": model.df2.attention[0].weight,
+        "attention.2": model.df2.attention[2].weight,
+        "df2.classifier": model.df2.classifier.weight,
+    }
+    for name, p in params.items():
+        assert p.grad is not None, name
+        assert float(p.grad.abs().sum()) > 0, name
+    # Frozen BNNeck shift gets no gradient.
+    assert model.bnneck.bias.grad is None
+
+
+def test_baseline_without_df2_has_none_fields() -> None:
+    model = _model(df2_module=False, test_feature="bn_global")
+    assert model.df2 is None
+    out = model(_images(2), _images(2, seed=1))
+    for name in ("part_feat", "part_weights", "fused_feat", "fused_bn_feat", "fused_logits"):
+        assert getattr(out, name) is None, name
+    assert out.logits.shape == (4, NUM_CLASSES)
+    with pytest.raises(ConfigError, match="fused"):
+        model.extract(_images(2), "rgb", feature="fused")
+
+
+def test_channels_last_kept_through_the_trunk() -> None:
+    model = _model().to(memory_format=torch.channels_last)
+    rgb = _images(2).to(memory_format=torch.channels_last)
+    ir = _images(2, seed=1).to(memory_format=torch.channels_last)
+    fmap = model.backbone(rgb, ir)
+    assert fmap.is_contiguous(memory_format=torch.channels_last)
+    out = model(rgb, ir)
+    ref = _model()(_images(2), _images(2, seed=1))  # same seed → same weights, contiguous
+    torch.testing.assert_close(out.fused_logits, ref.fused_logits, atol=1e-5, rtol=1e-3)
+    torch.testing.assert_close(out.global_feat, ref.global_feat, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("feature", ["fused", "global", "bn_global"])
+def test_extract_unit_norm_fp32_and_restores_mode(feature: str) -> None:
+    model = _model().train()
+    feats = model.extract(_images(3), "ir", feature=feature)  # type: ignore[arg-type]
+    assert feats.shape == (3, 512) and feats.dtype == torch.float32
+    torch.testing.assert_close(feats.norm(dim=1), torch.ones(3))
+    assert not feats.requires_grad
+    assert model.training
+    model.eval()
+    model.extract(_images(1), "rgb", feature=feature)  # type: ignore[arg-type]
+    assert not model.training
+
+
+def test_extract_flip_averages_before_normalising() -> None:
+    model = _model()
+    x = _images(3)
+    plain = model.extract(x, "rgb", feature="bn_global", flip=False)
+    flipped = model.extract(x, "rgb", feature="bn_global", flip=True)
+    assert not torch.allclose(plain, flipped, atol=1e-4)
+    # Manual: eval-mode BN(f^g) of the image and of its mirror, averaged, then L2-normalised.
+    model.eval()
+    with torch.no_grad():
+
+        def bn_global(img: torch.Tensor) -> torch.Tensor:
+            return model.bnneck(model.backbone.forward_single(img, "rgb").mean(dim=(2, 3)))
+
+        manual = F.normalize((bn_global(x) + bn_global(torch.flip(x, dims=[3]))) / 2, dim=1)
+    torch.testing.assert_close(flipped, manual, atol=1e-5, rtol=1e-4)
+
+
+def test_extract_defaults_come_from_config() -> None:
+    model = _model(test_feature="global", flip_test=True)
+    x = _images(2)
+    torch.testing.assert_close(model.extract(x, "ir"), model.extract(x, "ir", "global", True))
+    with pytest.raises(ValueError, match="modality"):
+        model.extract(x, "thermal")
+
+
+def test_param_groups_split_backbone_and_head() -> None:
+    model = _model()
+    groups = model.param_groups(lr=0.1, backbone_lr_mult=0.1, weight_decay=5e-4)
+    assert [g["name"] for g in groups] == ["backbone", "head"]
+    assert groups[0]["lr"] == pytest.approx(0.01) and groups[0]["lr_mult"] == 0.1
+    assert groups[1]["lr"] == pytest.approx(0.1) and groups[1]["lr_mult"] == 1.0
+    assert all(g["weight_decay"] == 5e-4 for g in groups)
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    assert {id(p) for p in groups[0]["params"]} == backbone_ids
+    head_ids = {id(p) for p in groups[1]["params"]}
+    assert not head_ids & backbone_ids
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert head_ids | backbone_ids == trainable
+    assert model.df2 is not None and id(model.df2.attention[0].weight) in head_ids
+    torch.optim.SGD(groups, lr=0.1, momentum=0.9)  # accepted as-is by the optimiser
+
+
+def test_no_unused_modules() -> None:
+    model = _model()
+    names = {n for n, _ in model.named_modules()}
+    assert not any(n.endswith(("fc", "avgpool")) for n in names)
+    # Every parameter takes part in a forward pass.
+    out = model(_images(2), _images(2, seed=1))
+    assert out.fused_logits is not None
+    (out.fused_logits.square().sum() + out.logits.square().sum()).backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
