@@ -18,9 +18,9 @@ import torch
 
 __all__ = ["pairwise_euclidean"]
 
-#: Squared distances are clamped to this before the square root: d sqrt(x)/dx = 1/(2·sqrt(x))
-#: is infinite at 0, and coinciding features (or rounding to slightly negative) would give
-#: inf/NaN gradients. Below the clamp the gradient is exactly 0 instead.
+#: Squared distances at or below this are reported as exactly 0 with zero gradient:
+#: d sqrt(x)/dx = 1/(2·sqrt(x)) is infinite at 0, and coinciding features (or rounding to slightly
+#: negative values) would otherwise give inf/NaN gradients.
 _SQ_EPS = 1e-12
 
 
@@ -28,8 +28,8 @@ def pairwise_euclidean(feat: torch.Tensor) -> torch.Tensor:
     """Euclidean distance matrix D_ij = ‖x_i − x_j‖₂ of the rows of ``feat`` (B, C), in fp32.
 
     The diagonal is exactly 0 with zero gradient (selected with ``torch.where`` rather than
-    relying on cancellation), off-diagonal squared distances are clamped at 1e-12 before the
-    square root so that coinciding rows give a finite (zero) gradient, never NaN.
+    relying on cancellation); so is any pair whose squared distance is <= 1e-12 (coinciding
+    rows), so gradients are always finite, never NaN.
     """
     if feat.dim() != 2:
         raise ValueError(f"pairwise_euclidean: expected a (B, C) tensor, got {tuple(feat.shape)}")
@@ -38,6 +38,9 @@ def pairwise_euclidean(feat: torch.Tensor) -> torch.Tensor:
         x = feat.float()
         sq = (x * x).sum(dim=1)
         d2 = sq.unsqueeze(1) + sq.unsqueeze(0) - 2.0 * (x @ x.t())
-        d = d2.clamp(min=_SQ_EPS).sqrt()
         eye = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
-        return torch.where(eye, torch.zeros_like(d), d)
+        # The clamp keeps sqrt's gradient finite on the branch torch.where discards (a NaN there
+        # would still poison the backward pass); the where() makes those distances exactly 0.
+        keep = (d2 > _SQ_EPS) & ~eye
+        d = d2.clamp(min=_SQ_EPS).sqrt()
+        return torch.where(keep, d, torch.zeros_like(d))
