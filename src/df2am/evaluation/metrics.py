@@ -1,0 +1,425 @@
+"""CMC / mAP / mINP for the SYSU-MM01 and RegDB protocols, vectorised over chunks of queries.
+
+The definitions are those of ``docs/protocols.md`` ("Metrics"), i.e. of the reference
+``eval_sysu`` / ``eval_regdb`` scripts that published tables come from:
+
+- Ranking: each distance row is sorted ascending with a **stable** sort (ties keep gallery
+  order, so results do not depend on the machine).
+- SYSU camera rule: map camera 3 to 2 and drop the gallery entries whose mapped camera equals the
+  query's mapped camera. With the standard SYSU lists (queries from cams 3/6, gallery from
+  cams 1/2/4/5) this drops exactly the cam-2 images for a cam-3 query and nothing for a cam-6
+  query, which is what the reference's ``(q_cam == 3) & (g_cam == 2)`` does.
+- SYSU CMC is identity-deduplicated: after the camera rule, only the first occurrence of each
+  gallery id (in rank order) is kept; CMC[k] = share of valid queries whose id is among the
+  first k+1 distinct ids. RegDB CMC is image-level, and RegDB applies no camera filter.
+- AP over the filtered (not deduplicated) list; mAP = mean over valid queries.
+- mINP = mean over valid queries of (number of true matches) / (rank of the last true match).
+- A query with no true match after filtering is skipped; if none is valid, an error is raised.
+
+Documented difference from the reference: when a (filtered, deduplicated) list is shorter than
+``max_rank``, the reference returns a shorter / ragged CMC; here the cumulative value stays
+constant past the end of the list, so ``cmc`` always has length ``max_rank``.
+
+How it is vectorised (memory O(chunk × G), never O(Q × G)):
+for a chunk of query rows, ``argsort(stable)`` gives the ranked gallery indices; gathering the
+gallery ids/cameras gives the ``keep`` and ``match`` masks; the position of every entry in the
+filtered list is ``cumsum(keep)``; the (few) true matches are listed with ``nonzero`` in
+row-major order, so the k-th match of a row has precision ``k / position`` (AP), the first one
+gives the image-level CMC rank and the last one mINP. For the deduplicated CMC, a scatter-min of
+ranked positions per (query, gallery id) gives where each id first appears among kept entries;
+the deduplicated rank of the true id is 1 + the number of ids that appear before it.
+
+Example::
+
+    >>> import numpy as np
+    >>> dist = np.array([[0.1, 0.2, 0.3]])
+    >>> r = evaluate(dist, np.array([7]), np.array([5, 7, 7]), np.array([3]),
+    ...              np.array([2, 1, 1]), protocol="sysu", max_rank=3)
+    >>> r.cmc.tolist(), round(r.mAP, 4), r.mINP, r.num_valid_queries
+    ([1.0, 1.0, 1.0], 1.0, 1.0, 1)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from df2am.errors import EvaluationError
+from df2am.evaluation.distance import (
+    Metric,
+    _as_float_tensor,
+    _check_metric,
+    _distance,
+    check_unit_norm,
+)
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "PROTOCOLS",
+    "EvalResult",
+    "Protocol",
+    "default_chunk_size",
+    "evaluate",
+    "evaluate_features",
+]
+
+logger = logging.getLogger(__name__)
+
+Protocol = Literal["sysu", "regdb"]
+#: The accepted ``protocol`` names.
+PROTOCOLS: tuple[str, ...] = ("sysu", "regdb")
+
+#: Working-memory budget of one chunk of queries when ``chunk_size`` is not given.
+DEFAULT_CHUNK_BYTES = 256 * 2**20
+# Rough bytes of temporaries per (query, gallery) element of a chunk: int64 sort order and
+# gathered ids (8 + 8), gathered cameras (8), positions and scatter source (4 + 4), a few bool
+# masks, plus the fp32 distance chunk itself for evaluate_features. Over-estimating only makes
+# chunks smaller.
+_BYTES_PER_ELEMENT = 48
+
+# The SYSU camera rule: cameras 2 and 3 share a room, so camera 3 is mapped onto 2.
+_SYSU_CAMERA_MAP = {3: 2}
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Metrics of one evaluation, as fractions in [0, 1].
+
+    Attributes:
+        cmc: float64 array of length ``max_rank``; ``cmc[k]`` = Rank-(k+1) accuracy.
+        mAP: mean average precision over valid queries.
+        mINP: mean inverse negative penalty over valid queries.
+        num_valid_queries: queries with at least one true match after filtering.
+    """
+
+    cmc: np.ndarray
+    mAP: float  # noqa: N815 - the field's standard name
+    mINP: float  # noqa: N815
+    num_valid_queries: int
+
+    @property
+    def rank1(self) -> float:
+        """Rank-1 accuracy (fraction)."""
+        return float(self.cmc[0])
+
+    def to_dict(self, percent: bool = True) -> dict[str, float]:
+        """``rank1, rank5, rank10, rank20`` (those ≤ ``max_rank``), ``mAP``, ``mINP``.
+
+        Percentages (×100) by default, fractions with ``percent=False``.
+        """
+        scale = 100.0 if percent else 1.0
+        out = {f"rank{k}": float(self.cmc[k - 1]) * scale
+               for k in (1, 5, 10, 20) if k <= len(self.cmc)}
+        out["mAP"] = self.mAP * scale
+        out["mINP"] = self.mINP * scale
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# input handling
+
+
+def _check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise EvaluationError(f"protocol: expected one of {', '.join(PROTOCOLS)}, "
+                              f"got {protocol!r}")
+
+
+def _check_options(max_rank: int, chunk_size: int | None) -> None:
+    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
+        raise EvaluationError(f"max_rank: expected a positive integer, got {max_rank!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool)
+                                   or not isinstance(chunk_size, (int, np.integer))
+                                   or chunk_size < 1):
+        raise EvaluationError(f"chunk_size: expected a positive integer or None, "
+                              f"got {chunk_size!r}")
+
+
+def _labels(x: object, name: str, length: int, device: torch.device) -> torch.Tensor:
+    """A 1-D int64 tensor of ids/cameras on ``device``, with its length checked."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    else:
+        arr = np.asarray(x)
+        if arr.dtype == object:
+            raise EvaluationError(f"{name}: expected an integer array, got objects")
+        t = torch.from_numpy(arr)
+    if t.ndim != 1:
+        raise EvaluationError(f"{name}: expected a 1-D array, got shape {tuple(t.shape)}")
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise EvaluationError(f"{name}: expected integer labels, got dtype {t.dtype}")
+    if t.shape[0] != length:
+        raise EvaluationError(f"{name}: expected {length} entries to match the distance "
+                              f"matrix, got {t.shape[0]}")
+    return t.to(device=device, dtype=torch.int64)
+
+
+def _sysu_cameras(cams: torch.Tensor) -> torch.Tensor:
+    mapped = cams.clone()
+    for src, dst in _SYSU_CAMERA_MAP.items():
+        mapped[cams == src] = dst
+    return mapped
+
+
+def default_chunk_size(num_gallery: int, budget_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Queries per chunk so that one chunk's temporaries stay within ``budget_bytes``."""
+    return max(1, budget_bytes // (_BYTES_PER_ELEMENT * max(1, num_gallery)))
+
+
+class _Prepared:
+    """Gallery-side labels in the compact form the chunk ranker needs (computed once)."""
+
+    def __init__(self, query_ids: torch.Tensor, gallery_ids: torch.Tensor,
+                 query_cams: torch.Tensor | None, gallery_cams: torch.Tensor | None,
+                 protocol: str, max_rank: int) -> None:
+        self.protocol = protocol
+        self.max_rank = max_rank
+        # Compact gallery ids 0..U-1 so the dedup scatter has U columns, not max(id) columns.
+        uniq, g_compact = torch.unique(gallery_ids, return_inverse=True)
+        self.num_ids = int(uniq.numel())
+        self.g_ids = g_compact
+        if self.num_ids:
+            idx = torch.searchsorted(uniq, query_ids).clamp_(max=self.num_ids - 1)
+            present = uniq[idx] == query_ids
+        else:
+            idx = torch.zeros_like(query_ids)
+            present = torch.zeros_like(query_ids, dtype=torch.bool)
+        # -1 never equals a compact gallery id: such a query has no match and is skipped.
+        self.q_ids = torch.where(present, idx, torch.full_like(idx, -1))
+        if protocol == "sysu":
+            assert query_cams is not None and gallery_cams is not None
+            self.q_cams = _sysu_cameras(query_cams)
+            self.g_cams = _sysu_cameras(gallery_cams)
+
+
+class _Accumulator:
+    """Sums over valid queries, accumulated chunk by chunk in float64 / int64."""
+
+    def __init__(self, max_rank: int) -> None:
+        self.hist = np.zeros(max_rank, dtype=np.int64)  # valid queries whose CMC rank is k+1
+        # Per-query values, summed once at the end with math.fsum (exactly rounded), so the
+        # result does not depend on how the queries were chunked.
+        self.aps: list[np.ndarray] = []
+        self.inps: list[np.ndarray] = []
+        self.num_valid = 0
+        self.num_queries = 0
+
+    def result(self, protocol: str) -> EvalResult:
+        if self.num_valid == 0:
+            what = ("after the SYSU camera rule (a cam-3 query ignores cam-2 gallery images)"
+                    if protocol == "sysu" else "in the gallery")
+            raise EvaluationError(
+                f"no valid query: none of the {self.num_queries} queries has a true match "
+                f"{what}; check that query_ids and gallery_ids share identities and that "
+                f"query/gallery are not swapped")
+        cmc = np.cumsum(self.hist) / self.num_valid
+        ap_sum = math.fsum(np.concatenate(self.aps).tolist())
+        inp_sum = math.fsum(np.concatenate(self.inps).tolist())
+        return EvalResult(cmc=cmc.astype(np.float64), mAP=ap_sum / self.num_valid,
+                          mINP=inp_sum / self.num_valid, num_valid_queries=self.num_valid)
+
+
+def _rank_chunk(dist: torch.Tensor, rows: slice, prep: _Prepared, acc: _Accumulator) -> None:
+    """Rank one chunk of distance rows (C, G) for queries ``rows`` and add to ``acc``."""
+    C, G = dist.shape
+    device = dist.device
+    acc.num_queries += C
+    if C == 0 or G == 0:
+        return
+    if dist.dtype.is_floating_point and bool(torch.isnan(dist).any()):
+        bad = int(torch.isnan(dist).any(dim=1).nonzero()[0, 0]) + (rows.start or 0)
+        raise EvaluationError(f"distmat: contains NaN distances (first in query row {bad}); "
+                              f"NaN cannot be ranked — check the features for NaN/inf")
+    order = torch.argsort(dist, dim=1, stable=True)  # (C, G) ranked gallery indices
+    q_ids = prep.q_ids[rows]
+    ranked_ids = prep.g_ids[order]  # (C, G)
+    match = ranked_ids == q_ids[:, None]
+    sysu = prep.protocol == "sysu"
+    keep = pos = None
+    if sysu:
+        keep = prep.g_cams[order] != prep.q_cams[rows][:, None]
+        match &= keep
+        # 1-based position of each kept entry in the filtered list.
+        pos = torch.cumsum(keep, dim=1, dtype=torch.int32)
+    del order
+
+    # True matches in row-major order: per row, ascending rank.
+    m_rows, m_cols = match.nonzero(as_tuple=True)
+    del match
+    counts = torch.bincount(m_rows, minlength=C)
+    valid = counts > 0
+    n_valid = int(valid.sum())
+    if n_valid == 0:
+        return
+    starts = torch.cumsum(counts, 0) - counts
+    m_pos = (pos[m_rows, m_cols] if sysu else m_cols + 1).to(torch.float64)
+    ordinal = torch.arange(m_rows.numel(), device=device) - starts[m_rows] + 1
+    # AP = mean over the true matches of precision at their rank (k-th match at position p: k/p).
+    ap = torch.zeros(C, dtype=torch.float64, device=device)
+    ap.index_add_(0, m_rows, ordinal.to(torch.float64) / m_pos)
+    cnt = counts[valid].to(torch.float64)
+    ap = ap[valid] / cnt
+    first = starts[valid]
+    last = first + counts[valid] - 1
+    inp = cnt / m_pos[last]
+
+    if sysu:
+        # Deduplicated CMC: where does each gallery id first appear among kept entries?
+        col = torch.arange(G, device=device, dtype=torch.int64)
+        src = torch.where(keep, col[None, :], torch.full_like(col, G)[None, :])
+        first_seen = torch.full((C, prep.num_ids), G, dtype=torch.int64, device=device)
+        first_seen.scatter_reduce_(1, ranked_ids, src, reduce="amin", include_self=True)
+        del src, keep
+        # The true id first appears at its first kept match; count ids seen strictly earlier.
+        true_col = m_cols[first]
+        rank = (first_seen[valid] < true_col[:, None]).sum(dim=1) + 1
+    else:
+        rank = m_cols[first] + 1
+
+    in_range = rank <= prep.max_rank
+    hist = torch.bincount(rank[in_range] - 1, minlength=prep.max_rank)
+    acc.hist += hist.cpu().numpy()
+    acc.aps.append(ap.cpu().numpy())
+    acc.inps.append(inp.cpu().numpy())
+    acc.num_valid += n_valid
+
+
+def _chunk_tensor(distmat: np.ndarray | torch.Tensor, rows: slice) -> torch.Tensor:
+    if isinstance(distmat, torch.Tensor):
+        return distmat[rows]
+    # Copies only this chunk when the full array is not C-contiguous (or is a memmap).
+    return torch.from_numpy(np.ascontiguousarray(distmat[rows]))
+
+
+def _prepare(num_q: int, num_g: int, query_ids: object, gallery_ids: object,
+             query_cams: object, gallery_cams: object, protocol: str, max_rank: int,
+             chunk_size: int | None, device: torch.device) -> _Prepared:
+    _check_protocol(protocol)
+    _check_options(max_rank, chunk_size)
+    q_ids = _labels(query_ids, "query_ids", num_q, device)
+    g_ids = _labels(gallery_ids, "gallery_ids", num_g, device)
+    q_cams = g_cams = None
+    if protocol == "sysu":
+        if query_cams is None or gallery_cams is None:
+            raise EvaluationError("protocol 'sysu' needs query_cams and gallery_cams "
+                                  "(the camera-3/camera-2 rule), got None")
+        q_cams = _labels(query_cams, "query_cams", num_q, device)
+        g_cams = _labels(gallery_cams, "gallery_cams", num_g, device)
+    else:
+        # RegDB ignores cameras; still catch lists that do not belong to this matrix.
+        if query_cams is not None:
+            _labels(query_cams, "query_cams", num_q, device)
+        if gallery_cams is not None:
+            _labels(gallery_cams, "gallery_cams", num_g, device)
+    return _Prepared(q_ids, g_ids, q_cams, g_cams, protocol, max_rank)
+
+
+def evaluate(distmat: np.ndarray | torch.Tensor, query_ids: np.ndarray | torch.Tensor,
+             gallery_ids: np.ndarray | torch.Tensor,
+             query_cams: np.ndarray | torch.Tensor | None,
+             gallery_cams: np.ndarray | torch.Tensor | None, *, protocol: Protocol,
+             max_rank: int = 20, chunk_size: int | None = None) -> EvalResult:
+    """CMC, mAP and mINP of a query × gallery distance matrix under ``protocol``.
+
+    Args:
+        distmat: ``(Q, G)`` distances, smaller = more similar (numpy array, memmap or torch
+            tensor; a CUDA tensor is ranked on its GPU). Never copied whole.
+        query_ids, gallery_ids: integer identities, lengths ``Q`` and ``G``.
+        query_cams, gallery_cams: integer camera numbers (SYSU: 1–6); may be ``None`` for
+            RegDB, which applies no camera filter.
+        protocol: ``"sysu"`` (camera rule + identity-deduplicated CMC) or ``"regdb"``
+            (image-level CMC, no filter). See the module docstring / protocols.md.
+        max_rank: length of the returned CMC curve.
+        chunk_size: queries ranked at once; default keeps one chunk's temporaries under
+            :data:`DEFAULT_CHUNK_BYTES`. Results do not depend on it.
+
+    Returns:
+        :class:`EvalResult` with fractions in [0, 1].
+
+    Raises:
+        EvaluationError: bad protocol/options, shape or length mismatches, NaN distances, or
+            no query with a true match.
+    """
+    if isinstance(distmat, torch.Tensor):
+        device = distmat.device
+        shape = tuple(distmat.shape)
+        dtype_ok = not (distmat.dtype.is_complex or distmat.dtype == torch.bool)
+    else:
+        if not hasattr(distmat, "shape") or not hasattr(distmat, "dtype"):
+            distmat = np.asarray(distmat)
+        device = torch.device("cpu")
+        shape = tuple(distmat.shape)
+        dtype_ok = distmat.dtype.kind in "fiu"
+    if len(shape) != 2:
+        raise EvaluationError(f"distmat: expected a 2-D (num_query, num_gallery) matrix, got "
+                              f"shape {shape}")
+    if not dtype_ok:
+        raise EvaluationError(f"distmat: expected real-valued distances, got dtype "
+                              f"{distmat.dtype}")
+    num_q, num_g = shape
+    prep = _prepare(num_q, num_g, query_ids, gallery_ids, query_cams, gallery_cams, protocol,
+                    max_rank, chunk_size, device)
+    step = chunk_size or default_chunk_size(num_g)
+    logger.debug("evaluate: %d x %d, protocol=%s, %d queries per chunk on %s",
+                 num_q, num_g, protocol, step, device)
+    acc = _Accumulator(max_rank)
+    with torch.no_grad():
+        for start in range(0, num_q, step):
+            rows = slice(start, min(start + step, num_q))
+            _rank_chunk(_chunk_tensor(distmat, rows), rows, prep, acc)
+    return acc.result(protocol)
+
+
+def evaluate_features(query_feats: np.ndarray | torch.Tensor,
+                      gallery_feats: np.ndarray | torch.Tensor,
+                      query_ids: np.ndarray | torch.Tensor, gallery_ids: np.ndarray | torch.Tensor,
+                      query_cams: np.ndarray | torch.Tensor | None,
+                      gallery_cams: np.ndarray | torch.Tensor | None, *, protocol: Protocol,
+                      metric: Metric = "cosine", max_rank: int = 20,
+                      chunk_size: int | None = None) -> EvalResult:
+    """Like :func:`evaluate`, computing the distances chunk by chunk from features.
+
+    Only one ``(chunk_size, G)`` block of distances exists at a time, so a query × gallery
+    matrix too large for memory is never built. The result equals
+    ``evaluate(pairwise_distance(query_feats, gallery_feats, metric), ...)`` up to the float
+    rounding of the matrix product (which can only matter for near-exact ties).
+
+    Features are ranked in fp32 on ``query_feats``' device (a CUDA tensor → GPU).
+
+    Args:
+        query_feats: ``(Q, D)`` features.
+        gallery_feats: ``(G, D)`` features.
+        metric: ``"cosine"`` (``-q·gᵀ`` of L2-normalised features, as the reference) or
+            ``"euclidean"``; see :func:`df2am.evaluation.pairwise_distance`.
+        Other arguments: as :func:`evaluate`.
+    """
+    _check_metric(metric)
+    q = _as_float_tensor(query_feats, "query_feats")
+    g = _as_float_tensor(gallery_feats, "gallery_feats").to(q.device)
+    if q.shape[1] != g.shape[1]:
+        raise EvaluationError(f"evaluate_features: feature dimensions differ: query_feats has "
+                              f"{q.shape[1]}, gallery_feats has {g.shape[1]}")
+    if bool(torch.isnan(q).any()) or bool(torch.isnan(g).any()):
+        which = "query_feats" if bool(torch.isnan(q).any()) else "gallery_feats"
+        raise EvaluationError(f"{which}: contains NaN values; NaN distances cannot be ranked")
+    if metric == "cosine":
+        check_unit_norm(q, "query_feats")
+        check_unit_norm(g, "gallery_feats")
+    num_q, num_g = q.shape[0], g.shape[0]
+    prep = _prepare(num_q, num_g, query_ids, gallery_ids, query_cams, gallery_cams, protocol,
+                    max_rank, chunk_size, q.device)
+    # The fp32 distance block is one more (C, G) buffer on top of the ranking temporaries.
+    step = chunk_size or default_chunk_size(num_g, DEFAULT_CHUNK_BYTES * 48 // 52)
+    logger.debug("evaluate_features: %d x %d (D=%d, %s), %d queries per chunk on %s",
+                 num_q, num_g, q.shape[1], metric, step, q.device)
+    acc = _Accumulator(max_rank)
+    with torch.no_grad():
+        for start in range(0, num_q, step):
+            rows = slice(start, min(start + step, num_q))
+            _rank_chunk(_distance(q[rows], g, metric), rows, prep, acc)
+    return acc.result(protocol)
