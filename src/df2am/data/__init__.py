@@ -1,1 +1,35 @@
-"""(filled in by its issue)"""
+"""Datasets, protocols, sampling and loading (see docs/architecture.md, "df2am.data").
+
+The training pipeline::
+
+    from df2am.data import build_train_loader, build_test_loader
+    loader = build_train_loader(records, root, cfg.data, cfg.sampler, seed=0, cache_dir="cache")
+
+Readers (``sysu``, ``regdb``, ``synthetic``), ``protocol`` and ``verify`` live in their own
+modules.
+"""
+
+from df2am.data.cache import load_images
+from df2am.data.loader import (
+    TestLoader,
+    TrainBatch,
+    TrainLoader,
+    build_test_loader,
+    build_train_loader,
+)
+from df2am.data.records import ImageRecord
+from df2am.data.sampler import CrossModalityIdentitySampler
+from df2am.data.transforms import TestTransform, TrainTransform
+
+__all__ = [
+    "ImageRecord",
+    "CrossModalityIdentitySampler",
+    "TrainTransform",
+    "TestTransform",
+    "load_images",
+    "TrainBatch",
+    "TrainLoader",
+    "TestLoader",
+    "build_train_loader",
+    "build_test_loader",
+]
