@@ -1,9 +1,174 @@
-"""Sub-commands of the ``df2am`` CLI (filled in by its issue)."""
+"""``df2am protocol`` and ``df2am data``: look at a dataset before training on it.
+
+Examples::
+
+    df2am protocol sysu --root /data/SYSU-MM01 --mode all --trial 0
+    df2am protocol sysu --root /data/SYSU-MM01 --mode indoor --trial 3 --sampler official \\
+        --shots 10 --split-file ~/rand_perm_cam.mat
+    df2am protocol regdb --root /data/RegDB --trial 1 --direction t2v
+    df2am data verify --dataset sysu --root /data/SYSU-MM01
+    df2am data synth --layout regdb --out /tmp/regdb-synth --ids 20 --seed 0 --size 64x32
+
+``protocol`` prints ``{"query": [...], "gallery": [...]}`` (one record per line; each record
+``{"path", "pid", "cam"}`` with the path relative to ``--root``) in the order we evaluate on.
+SYSU-MM01 trials are 0..9, RegDB trials 1..10.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+
+from df2am.data.records import ImageRecord
+from df2am.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's sub-commands to the top-level parser."""
+    """Add ``protocol`` and ``data`` to the top-level parser."""
+    _register_protocol(sub)
+    _register_data(sub)
+
+
+# ----------------------------------------------------------------------------------- protocol
+
+
+def _register_protocol(sub: argparse._SubParsersAction) -> None:
+    from df2am.data import regdb, sysu
+
+    protocol = sub.add_parser(
+        "protocol",
+        help="print a test protocol's query/gallery lists as JSON",
+        description="Print the query and gallery lists of one evaluation trial as JSON "
+        '({"query": [{"path", "pid", "cam"}, ...], "gallery": [...]}), paths relative to '
+        "--root, in evaluation order.",
+    )
+    datasets = protocol.add_subparsers(dest="dataset", metavar="DATASET")
+    datasets.required = True
+
+    p = datasets.add_parser("sysu", help="SYSU-MM01 (trials 0..9)")
+    p.add_argument("--root", required=True, help="folder that holds cam1 … cam6 and exp/")
+    p.add_argument("--mode", required=True, choices=sysu.MODES, help="search mode")
+    p.add_argument("--trial", required=True, type=int, help="trial 0..9")
+    p.add_argument("--sampler", default="seeded", choices=sysu.SAMPLERS, help="gallery sampler")
+    p.add_argument("--shots", default=1, type=int, choices=sysu.SHOTS, help="gallery shots")
+    p.add_argument(
+        "--split-file",
+        default=None,
+        help="rand_perm_cam.mat for --sampler official (default: ROOT/exp/rand_perm_cam.mat)",
+    )
+    p.set_defaults(func=_run_protocol)
+
+    p = datasets.add_parser("regdb", help="RegDB (trials 1..10)")
+    p.add_argument("--root", required=True, help="folder that holds Visible/, Thermal/, idx/")
+    p.add_argument("--trial", required=True, type=int, help="trial 1..10")
+    p.add_argument(
+        "--direction",
+        required=True,
+        choices=tuple(regdb.DIRECTIONS),
+        help="v2t: visible query, thermal gallery; t2v: the reverse",
+    )
+    p.set_defaults(func=_run_protocol)
+
+
+def _run_protocol(args: argparse.Namespace) -> int:
+    from df2am.data.protocol import test_split
+
+    if args.dataset == "sysu":
+        query, gallery = test_split(
+            "sysu",
+            args.root,
+            mode=args.mode,
+            trial=args.trial,
+            sampler=args.sampler,
+            shots=args.shots,
+            split_file=args.split_file,
+        )
+    else:
+        query, gallery = test_split("regdb", args.root, trial=args.trial, direction=args.direction)
+    sys.stdout.write(format_protocol_json(query, gallery))
+    return 0
+
+
+def format_protocol_json(query: Sequence[ImageRecord], gallery: Sequence[ImageRecord]) -> str:
+    """``{"query": [...], "gallery": [...]}`` with one record per line (valid JSON)."""
+
+    def block(records: Sequence[ImageRecord]) -> str:
+        if not records:
+            return "[]"
+        lines = ",\n".join(
+            "    " + json.dumps({"path": r.path, "pid": r.pid, "cam": r.cam}) for r in records
+        )
+        return "[\n" + lines + "\n  ]"
+
+    return '{\n  "query": ' + block(query) + ',\n  "gallery": ' + block(gallery) + "\n}\n"
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+def _register_data(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="check a dataset or write a synthetic one")
+    commands = data.add_subparsers(dest="data_command", metavar="COMMAND")
+    commands.required = True
+
+    p = commands.add_parser(
+        "verify",
+        help="check layout, id files, counts and decode every image",
+        description="Check a dataset copy: layout, id/idx files, counts per split, camera and "
+        "modality, and decode every image. Prints a summary table; exits 1 and lists every "
+        "problem (file and what was expected) when something is wrong.",
+    )
+    p.add_argument("--dataset", required=True, choices=("sysu", "regdb"))
+    p.add_argument("--root", required=True, help="the unzipped dataset folder")
+    p.add_argument("--workers", type=int, default=None, help="decoding threads (default: ≤ 8)")
+    p.set_defaults(func=_run_verify)
+
+    p = commands.add_parser(
+        "synth",
+        help="write a small synthetic dataset in the SYSU-MM01 or RegDB layout",
+        description="Write a synthetic RGB-IR dataset that the real readers accept, for smoke "
+        "tests and examples.",
+    )
+    p.add_argument("--layout", required=True, choices=("sysu", "regdb"))
+    p.add_argument("--out", required=True, help="output folder (the dataset root)")
+    p.add_argument("--ids", type=int, default=None, help="number of identities")
+    p.add_argument("--seed", type=int, default=None, help="random seed")
+    p.add_argument("--size", type=parse_size, default=None, help="image size HxW, e.g. 128x64")
+    p.set_defaults(func=_run_synth)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from df2am.data.verify import verify_dataset
+
+    report = verify_dataset(args.dataset, args.root, workers=args.workers)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"128x64"`` → ``(128, 64)`` (height, width)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if not match or int(match[1]) < 1 or int(match[2]) < 1:
+        raise argparse.ArgumentTypeError(f"expected HxW with positive integers, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    # Imported here so the other commands work without the renderer's dependencies loaded.
+    from df2am.data.synthetic import write_synthetic
+
+    kwargs: dict[str, object] = {}
+    if args.ids is not None:
+        if args.ids < 1:
+            raise ConfigError(f"--ids must be a positive number of identities, got {args.ids}")
+        kwargs["num_ids"] = args.ids
+    if args.seed is not None:
+        kwargs["seed"] = args.seed
+    if args.size is not None:
+        kwargs["size"] = args.size
+    out = write_synthetic(args.out, args.layout, **kwargs)
+    print(f"wrote synthetic {args.layout} dataset to {out}")
+    return 0
