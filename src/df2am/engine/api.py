@@ -1,0 +1,197 @@
+"""Python API: load a trained model in one call, extract features, search a gallery.
+
+Example — rank a gallery of RGB images for each IR query::
+
+    from df2am.engine.api import load_model, extract_features, search
+
+    model, cfg = load_model("runs/sysu/model_final.pt")          # eval mode, on the CPU
+    gallery = extract_features(model, ["g/0001.jpg", "g/0002.jpg"], "rgb")   # (2, C)
+    query = extract_features(model, ["q/0001.jpg"], "ir")                    # (1, C)
+    scores = query @ gallery.T          # cosine similarity: rows are L2-normalised
+
+    idx, dist = search(model, ["q/0001.jpg"], "ir", ["g/0001.jpg", "g/0002.jpg"], "rgb", k=2)
+    idx[0]   # gallery indices of query 0, best match first
+
+With identities and cameras, the same features give the paper's metrics::
+
+    from df2am.evaluation import evaluate_features
+    result = evaluate_features(query, gallery, q_ids, g_ids, q_cams, g_cams, protocol="sysu")
+
+Images are file paths or PIL images; they get exactly the test pipeline of evaluation (RGB
+decode, bilinear resize to ``cfg.data.height`` × ``cfg.data.width``, ImageNet normalisation),
+and the modality picks the network's stem: ``"rgb"`` for visible images, ``"ir"`` for
+infrared/thermal ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from df2am.config import Config, DataConfig, config_from_dict
+from df2am.data.cache import decode_resize
+from df2am.data.transforms import TestTransform
+from df2am.engine.checkpoint import MODEL_KEYS, load_checkpoint
+from df2am.engine.evaluator import resolve_device
+from df2am.errors import CheckpointError, ConfigError, DatasetError
+from df2am.models import DF2AMNet, build_model
+
+__all__ = ["load_model", "extract_features", "search"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_model(
+    checkpoint_path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[DF2AMNet, Config]:
+    """Rebuild the network of a checkpoint and load its weights (strictly): one call.
+
+    Works with the trainer's ``model_final.pt`` and ``checkpoints/*.pt`` (keys
+    ``format_version``, ``model``, ``num_classes``, ``config``; the optimiser state etc. are
+    ignored here; see :mod:`df2am.engine.checkpoint`).
+
+    Args:
+        checkpoint_path: the ``.pt`` file.
+        device: where to put the model ("cpu", "cuda", "auto").
+
+    Returns:
+        ``(model, cfg)``: the model in eval mode on ``device`` and the run's
+        :class:`~df2am.config.Config`. The config is also kept as ``model.run_config`` so that
+        :func:`extract_features` uses the training image size without being told.
+
+    Raises:
+        CheckpointError: the file is missing or unreadable, lacks a required key, or its
+            weights do not fit the network its config describes.
+    """
+    path = Path(checkpoint_path)
+    # Raises CheckpointError naming the file for a missing/unreadable file or a missing key.
+    ckpt = load_checkpoint(path, map_location="cpu", required=MODEL_KEYS)
+    try:
+        cfg = config_from_dict(ckpt["config"], source=f"{path} [config]")
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its config is invalid: {exc}") from None
+    model_cfg = copy.deepcopy(cfg.model)
+    # The checkpoint holds every weight: initialising the backbone from ImageNet (a download)
+    # or from a file that may no longer exist would be wasted work or a spurious failure.
+    model_cfg.pretrained = "none"
+    model = build_model(model_cfg, int(ckpt["num_classes"]))
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise CheckpointError(
+            f"{path}: the weights do not match the network of its config "
+            f"(ResNet-{cfg.model.depth}, df2_module={cfg.model.df2_module}, "
+            f"num_classes={ckpt['num_classes']}): {exc}"
+        ) from None
+    model.run_config = cfg  # type: ignore[attr-defined]
+    model.to(resolve_device(device))
+    model.eval()
+    logger.info("loaded %s (epoch %s)", path, ckpt.get("epoch", "?"))
+    return model, cfg
+
+
+def _to_uint8(image: str | Path | Image.Image, height: int, width: int) -> np.ndarray:
+    """Decode/resize exactly as the test loader's image cache does (uint8 HWC, RGB)."""
+    if isinstance(image, Image.Image):
+        im = image.convert("RGB")
+        if im.size != (width, height):
+            im = im.resize((width, height), Image.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.uint8)
+    p = Path(image)
+    if not p.is_file():
+        raise DatasetError(f"image not found: {p}")
+    return decode_resize(p, (height, width))
+
+
+def _data_cfg(model: torch.nn.Module, cfg: Config | None) -> DataConfig:
+    if cfg is not None:
+        return cfg.data
+    run_cfg: Any = getattr(model, "run_config", None)
+    if run_cfg is not None:
+        return run_cfg.data
+    # A model built in code (not via load_model) carries no data config: the library's
+    # default image size is the documented fallback.
+    return DataConfig()
+
+
+def extract_features(
+    model: torch.nn.Module,
+    images: Sequence[str | Path | Image.Image],
+    modality: str,
+    *,
+    cfg: Config | None = None,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    feature: str | None = None,
+    flip: bool | None = None,
+) -> torch.Tensor:
+    """L2-normalised fp32 features (N, C), on the CPU, of ``images`` of one modality.
+
+    Args:
+        model: a :class:`~df2am.models.DF2AMNet` (e.g. from :func:`load_model`).
+        images: file paths or PIL images, in any size/mode (converted to RGB and resized).
+        modality: ``"rgb"`` (visible) or ``"ir"`` (infrared/thermal).
+        cfg: the run config giving the image size; None = ``model.run_config`` (set by
+            :func:`load_model`), else :class:`~df2am.config.DataConfig` defaults (256 × 128).
+        batch_size: images per forward pass.
+        device: where to run; None = where the model's parameters are.
+        feature, flip: test feature / flip averaging; None = the model config's values.
+    """
+    if modality not in ("rgb", "ir"):
+        raise ConfigError(f"modality must be 'rgb' or 'ir', got {modality!r}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    data_cfg = _data_cfg(model, cfg)
+    h, w = data_cfg.height, data_cfg.width
+    # The same decode + resize + normalisation as evaluation, so features match exactly.
+    transform = TestTransform(h, w)
+    if device is None:
+        dev = next(model.parameters()).device
+    else:
+        dev = resolve_device(device)
+        model.to(dev)
+    chunks: list[torch.Tensor] = []
+    for start in range(0, len(images), batch_size):
+        raw = np.stack([_to_uint8(im, h, w) for im in images[start : start + batch_size]])
+        batch = transform(torch.from_numpy(raw))
+        feats = model.extract(batch.to(dev), modality, feature=feature, flip=flip)  # type: ignore[operator]
+        chunks.append(feats.float().cpu())
+    if not chunks:
+        raise DatasetError("extract_features: the image list is empty")
+    return torch.cat(chunks)
+
+
+def search(
+    model: torch.nn.Module,
+    query_images: Sequence[str | Path | Image.Image],
+    query_modality: str,
+    gallery_images: Sequence[str | Path | Image.Image],
+    gallery_modality: str,
+    k: int = 10,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` gallery matches of every query by cosine distance (1 − q·g).
+
+    ``k`` is capped at the gallery size. Extra keyword arguments go to
+    :func:`extract_features` (``cfg``, ``batch_size``, ``device``, ``feature``, ``flip``).
+
+    Returns:
+        ``(indices, distances)``, both (num_query, k): gallery indices, best match first
+        (ties broken by gallery order), and their distances.
+    """
+    if k < 1:
+        raise ConfigError(f"k must be >= 1, got {k}")
+    q = extract_features(model, query_images, query_modality, **kwargs)
+    g = extract_features(model, gallery_images, gallery_modality, **kwargs)
+    dist = 1.0 - q @ g.T
+    k = min(k, g.shape[0])
+    # A stable sort keeps ties in gallery order, the same rule as the metrics (protocols.md).
+    order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
+    return order, torch.gather(dist, 1, order)

@@ -1,0 +1,486 @@
+"""Evaluation run: extract test features once, evaluate every trial, aggregate, report.
+
+::
+
+    from df2am.engine.api import load_model
+    from df2am.engine.evaluator import evaluate_model, format_table, write_eval_outputs
+
+    model, cfg = load_model("runs/sysu/model_final.pt")
+    report = evaluate_model(model, cfg, "/data/SYSU-MM01", mode="all", trials=10)
+    print(format_table(report))
+    write_eval_outputs(report, "runs/sysu/eval_sysu_all")   # results.json + cmc.png
+
+Protocols (``protocols.md``):
+
+* **SYSU-MM01**: the query (every test image of IR cameras 3 and 6) is the same in every trial,
+  so its features are extracted once; the gallery (RGB cameras 1, 2, 4, 5 for all-search, 1, 2
+  for indoor-search) changes per trial. The galleries of all trials are merged and every
+  distinct gallery image is extracted once, then each trial indexes its rows. The reported
+  number is the mean (± std) over the trials.
+* **RegDB**: a model is tested on the test split of the trial it was trained on
+  (``cfg.data.trial``); testing it on another trial would leak training identities. One call
+  therefore evaluates one trial, and the published 10-trial mean needs 10 models
+  (``df2am train --trials`` trains and aggregates them). The direction picks the modalities:
+  ``v2t`` = visible query (extracted with the RGB stem) against the thermal gallery (IR stem);
+  ``t2v`` swaps them.
+
+Features come from :meth:`df2am.models.DF2AMNet.extract` (L2-normalised, fp32), distances and
+metrics from :func:`df2am.evaluation.evaluate_features`, and the trial mean/std from
+:func:`df2am.evaluation.aggregate_trials`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from df2am.config import Config, DataConfig
+from df2am.data.cache import NO_CACHE
+from df2am.data.loader import build_test_loader
+from df2am.data.protocol import test_split
+from df2am.data.records import ImageRecord
+from df2am.engine.plots import plot_cmc
+from df2am.errors import ConfigError, DatasetError
+from df2am.evaluation import EvalResult, TrialSummary, aggregate_trials, evaluate_features
+
+__all__ = [
+    "EvalReport",
+    "evaluate_model",
+    "extract_records",
+    "format_table",
+    "write_eval_outputs",
+    "resolve_device",
+    "METRIC_KEYS",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The metric keys of ``results.json`` / ``metrics.json`` (percent), each with a ``_std`` twin.
+METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+_TABLE_ROWS = (
+    ("Rank-1", "rank1"),
+    ("Rank-5", "rank5"),
+    ("Rank-10", "rank10"),
+    ("Rank-20", "rank20"),
+    ("mAP", "mAP"),
+    ("mINP", "mINP"),
+)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; anything else as given (checked)."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"device: expected 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from exc
+
+
+@dataclass
+class EvalReport:
+    """Everything one evaluation run produced.
+
+    Attributes:
+        dataset: "sysu" or "regdb".
+        mode: SYSU search mode ("all" | "indoor"); None for RegDB.
+        direction: RegDB direction ("v2t" | "t2v"); None for SYSU.
+        sampler: SYSU gallery sampler ("seeded" | "official"); None for RegDB.
+        shots: SYSU gallery shots (1 | 10); None for RegDB.
+        trials: the trial numbers evaluated (SYSU 0..9, RegDB the model's trial 1..10).
+        metric: distance ("cosine" | "euclidean").
+        feature: test feature ("fused" | "global" | "bn_global").
+        flip: whether flipped images were averaged in.
+        max_rank: length of every CMC curve.
+        results: one :class:`~df2am.evaluation.EvalResult` per trial (fractions).
+        summary: their mean/std (:class:`~df2am.evaluation.TrialSummary`).
+        num_query: query images (the same in every trial).
+        num_gallery: gallery images per trial.
+        num_gallery_extracted: distinct gallery images whose features were computed.
+        seconds: wall time of the whole run (extraction + metrics).
+    """
+
+    dataset: str
+    mode: str | None
+    direction: str | None
+    sampler: str | None
+    shots: int | None
+    trials: list[int]
+    metric: str
+    feature: str
+    flip: bool
+    max_rank: int
+    results: list[EvalResult]
+    summary: TrialSummary
+    num_query: int
+    num_gallery: list[int]
+    num_gallery_extracted: int
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        """A one-line description of the protocol, e.g. ``SYSU-MM01 all-search, seeded ...``."""
+        if self.dataset == "sysu":
+            shots = "single-shot" if self.shots == 1 else f"{self.shots}-shot"
+            return (
+                f"SYSU-MM01 {self.mode}-search, {self.sampler} sampler, {shots}, "
+                f"{len(self.trials)} trial{'s' if len(self.trials) != 1 else ''}"
+            )
+        arrow = "visible→thermal" if self.direction == "v2t" else "thermal→visible"
+        return f"RegDB {arrow}, trial {self.trials[0]}"
+
+    def metrics(self) -> dict[str, float]:
+        """The summary in percent: ``rank1``, ``rank5``, ``rank10``, ``rank20``, ``mAP``,
+        ``mINP`` and their ``_std`` twins (std over the trials)."""
+        summary = self.summary.to_dict()
+        out: dict[str, float] = {}
+        for key in METRIC_KEYS:
+            out[key] = float(summary[key])
+            out[f"{key}_std"] = float(summary[f"{key}_std"])
+        return out
+
+    def cmc_curve(self) -> tuple[list[float], list[float]]:
+        """Mean and population std (over trials, as the summary) of the CMC, in percent."""
+        mean = np.asarray(self.summary.cmc_mean, dtype=np.float64) * 100.0
+        std = np.asarray(self.summary.cmc_std, dtype=np.float64) * 100.0
+        return mean.tolist(), std.tolist()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document of ``results.json`` (see :func:`write_eval_outputs`)."""
+        mean, std = self.cmc_curve()
+        per_trial = []
+        for trial, res in zip(self.trials, self.results, strict=True):
+            cmc = np.asarray(res.cmc, dtype=np.float64)
+            row: dict[str, Any] = {"trial": trial}
+            for key, rank in (("rank1", 1), ("rank5", 5), ("rank10", 10), ("rank20", 20)):
+                row[key] = float(cmc[rank - 1]) * 100.0 if len(cmc) >= rank else None
+            row["mAP"] = float(res.mAP) * 100.0
+            row["mINP"] = float(res.mINP) * 100.0
+            row["num_valid_queries"] = int(res.num_valid_queries)
+            per_trial.append(row)
+        return {
+            **self.metrics(),
+            "protocol": {
+                "dataset": self.dataset,
+                "mode": self.mode,
+                "direction": self.direction,
+                "sampler": self.sampler,
+                "shots": self.shots,
+                "trials": list(self.trials),
+                "metric": self.metric,
+                "feature": self.feature,
+                "flip": self.flip,
+                "max_rank": self.max_rank,
+                "num_query": self.num_query,
+                "num_gallery": list(self.num_gallery),
+                "num_gallery_extracted": self.num_gallery_extracted,
+            },
+            "per_trial": per_trial,
+            "cmc": {"rank": list(range(1, len(mean) + 1)), "mean": mean, "std": std},
+            "seconds": round(self.seconds, 3),
+            **self.extra,
+        }
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def extract_records(
+    model: torch.nn.Module,
+    records: Sequence[ImageRecord],
+    root: str | Path,
+    data_cfg: DataConfig,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 128,
+    cache_dir: str | Path | None = None,
+    feature: str | None = None,
+    flip: bool | None = None,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Features (N, C) of ``records`` (one modality), in record order, on the CPU.
+
+    ``cache_dir`` None decodes into memory (no disk cache); ``channels_last`` hands the
+    network NHWC batches (faster convolutions on GPUs).
+
+    The modality of the records picks the stem: visible/RGB images go through ``Conv1``,
+    thermal/IR images through ``Conv2`` (method.md, "Network").
+    """
+    modalities = {r.modality for r in records}
+    if len(modalities) != 1:
+        raise DatasetError(
+            f"extract_records expects images of one modality, got {sorted(modalities) or 'none'}"
+        )
+    (modality,) = modalities
+    dev = resolve_device(device)
+    loader = build_test_loader(
+        list(records),
+        root,
+        data_cfg,
+        batch_size=batch_size,
+        cache_dir=NO_CACHE if cache_dir is None else cache_dir,
+        channels_last=channels_last,
+    )
+    chunks: list[torch.Tensor] = []
+    for batch in loader:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        feats = model.extract(  # type: ignore[operator]
+            images.to(dev, non_blocking=True), modality, feature=feature, flip=flip
+        )
+        chunks.append(feats.float().cpu())
+    feats = torch.cat(chunks) if chunks else torch.empty(0)
+    if feats.shape[0] != len(records):
+        raise DatasetError(
+            f"the test loader yielded {feats.shape[0]} images for {len(records)} records"
+        )
+    return feats
+
+
+def _ids_cams(records: Sequence[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        np.asarray([r.pid for r in records], dtype=np.int64),
+        np.asarray([r.cam for r in records], dtype=np.int64),
+    )
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    cfg: Config,
+    root: str | Path | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dataset: str | None = None,
+    mode: str | None = None,
+    sampler: str | None = None,
+    shots: int | None = None,
+    trials: int | None = None,
+    split_file: str | None = None,
+    direction: str | None = None,
+    batch_size: int | None = None,
+    cache_dir: str | Path | None = None,
+    feature: str | None = None,
+    flip: bool | None = None,
+) -> EvalReport:
+    """Evaluate ``model`` with the test protocol of ``cfg.eval`` (overridable per argument).
+
+    Args:
+        model: a :class:`~df2am.models.DF2AMNet` (any mode; ``extract`` switches to eval).
+        cfg: the run's config; ``cfg.data`` gives the image size and normalisation,
+            ``cfg.eval`` the protocol defaults, ``cfg.data.trial`` the RegDB trial.
+        root: dataset root; ``None`` = ``cfg.data.root``.
+        device: where the model runs ("auto", "cpu", "cuda", a ``torch.device``).
+        dataset, mode, sampler, shots, trials, split_file, direction, batch_size: override
+            ``cfg.data.dataset`` and the ``cfg.eval`` fields of the same names. ``trials`` is
+            the number of SYSU trials (0..trials-1); for RegDB only the model's own trial is
+            valid, so anything but 1 is an error there.
+        cache_dir: decoded-image cache of the test loader (None = no cache).
+        feature, flip: test feature and flip averaging; None = ``cfg.model`` values.
+
+    Returns:
+        An :class:`EvalReport`.
+    """
+    start = time.perf_counter()
+    dataset = dataset or cfg.data.dataset
+    root = Path(root if root is not None else cfg.data.root)
+    if not str(root) or not root.is_dir():
+        raise DatasetError(f"dataset root {str(root)!r} is not a folder (set --root or data.root)")
+    ev = cfg.eval
+    feature = feature or cfg.model.test_feature
+    flip = cfg.model.flip_test if flip is None else flip
+    batch_size = batch_size or ev.batch_size
+    split = split_file if split_file is not None else ev.split_file
+    if ev.max_rank < 20:
+        raise ConfigError(f"eval.max_rank must be >= 20 (Rank-20 is reported), got {ev.max_rank}")
+    dev = resolve_device(device)
+    model.to(dev)
+
+    def extract(records: Sequence[ImageRecord]) -> torch.Tensor:
+        return extract_records(
+            model,
+            records,
+            root,
+            cfg.data,
+            device=dev,
+            batch_size=batch_size,
+            cache_dir=cache_dir,
+            feature=feature,
+            flip=flip,
+            channels_last=cfg.train.channels_last and dev.type == "cuda",
+        )
+
+    if dataset == "sysu":
+        mode = mode or ev.mode
+        sampler = sampler or ev.sampler
+        shots = shots or ev.shots
+        n_trials = trials if trials is not None else ev.trials
+        if not 1 <= n_trials <= 10:
+            raise ConfigError(f"eval.trials must be in 1..10 for SYSU-MM01, got {n_trials}")
+        trial_ids = list(range(n_trials))
+        splits = [
+            test_split(
+                "sysu",
+                root,
+                mode=mode,
+                trial=t,
+                sampler=sampler,
+                shots=shots,
+                split_file=split or None,
+            )
+            for t in trial_ids
+        ]
+        query = splits[0][0]
+        galleries = [g for _, g in splits]
+        direction = None
+    elif dataset == "regdb":
+        direction = direction or ev.direction
+        if trials not in (None, 1):
+            raise ConfigError(
+                f"RegDB: a model is tested on its own trial (data.trial={cfg.data.trial}), got "
+                f"trials={trials}; the 10-trial mean needs one model per trial "
+                "(df2am train --trials 10)"
+            )
+        trial_ids = [cfg.data.trial]
+        query, gallery = test_split("regdb", root, trial=cfg.data.trial, direction=direction)
+        galleries = [gallery]
+        mode = sampler = None
+        shots = None
+    else:
+        raise ConfigError(f"data.dataset: expected 'sysu' or 'regdb', got {dataset!r}")
+
+    if not query:
+        raise DatasetError(f"{dataset} at {root}: the query set is empty")
+    t0 = time.perf_counter()
+    query_feats = extract(query)
+    # One forward pass per distinct gallery image: the trials' galleries overlap heavily
+    # (10-shot, indoor) and extraction dominates the run time.
+    union_index: dict[str, int] = {}
+    union: list[ImageRecord] = []
+    for gallery in galleries:
+        for rec in gallery:
+            if rec.path not in union_index:
+                union_index[rec.path] = len(union)
+                union.append(rec)
+    union_feats = extract(union)
+    logger.info(
+        "extracted %d query + %d distinct gallery images in %.1fs",
+        len(query),
+        len(union),
+        time.perf_counter() - t0,
+    )
+
+    q_ids, q_cams = _ids_cams(query)
+    results: list[EvalResult] = []
+    for t, gallery in zip(trial_ids, galleries, strict=True):
+        rows = torch.as_tensor([union_index[r.path] for r in gallery], dtype=torch.long)
+        g_ids, g_cams = _ids_cams(gallery)
+        res = evaluate_features(
+            query_feats,
+            union_feats[rows],
+            q_ids,
+            g_ids,
+            q_cams,
+            g_cams,
+            protocol=dataset,
+            metric=ev.metric,
+            max_rank=ev.max_rank,
+        )
+        logger.info(
+            "trial %d: Rank-1 %.2f%%  mAP %.2f%%  mINP %.2f%%",
+            t,
+            float(res.cmc[0]) * 100,
+            float(res.mAP) * 100,
+            float(res.mINP) * 100,
+        )
+        results.append(res)
+    summary = aggregate_trials(results)
+    return EvalReport(
+        dataset=dataset,
+        mode=mode,
+        direction=direction,
+        sampler=sampler,
+        shots=shots,
+        trials=trial_ids,
+        metric=ev.metric,
+        feature=feature,
+        flip=bool(flip),
+        max_rank=ev.max_rank,
+        results=results,
+        summary=summary,
+        num_query=len(query),
+        num_gallery=[len(g) for g in galleries],
+        num_gallery_extracted=len(union),
+        seconds=time.perf_counter() - start,
+    )
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def format_table(report: EvalReport, *, label: str | None = None) -> str:
+    """The printed result table: Rank-1/5/10/20, mAP, mINP as ``mean ± std`` in percent.
+
+    ::
+
+        SYSU-MM01 all-search, seeded sampler, single-shot, 10 trials (fused feature)
+          metric      mean ±  std (%)
+          Rank-1     56.93 ± 1.20
+          ...
+    """
+    m = report.metrics()
+    head = report.title + f" ({report.feature} feature{', flip' if report.flip else ''})"
+    if label:
+        head = f"{label}: {head}"
+    lines = [head, f"  {'metric':<8} {'mean':>7} ± {'std':>5} (%)"]
+    for name, key in _TABLE_ROWS:
+        lines.append(f"  {name:<8} {m[key]:7.2f} ± {m[key + '_std']:5.2f}")
+    return "\n".join(lines)
+
+
+def write_eval_outputs(
+    report: EvalReport,
+    out_dir: str | Path,
+    name: str = "results",
+    *,
+    extra: dict[str, Any] | None = None,
+    plot: bool = True,
+) -> Path:
+    """Write ``<out_dir>/<name>.json`` and (``plot=True``) ``<out_dir>/cmc.png``.
+
+    The JSON holds the summary at the top level — ``rank1``, ``rank5``, ``rank10``,
+    ``rank20``, ``mAP``, ``mINP`` in percent, each with a ``_std`` twin — plus ``protocol``
+    (the settings), ``per_trial`` (each trial's metrics), ``cmc`` (mean/std curve over the
+    trials, percent), ``seconds`` and any ``extra`` keys (e.g. the checkpoint path).
+
+    Returns:
+        The JSON path.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = report.to_dict()
+    if extra:
+        doc.update(extra)
+    path = out / f"{name}.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
+    if plot:
+        mean, std = report.cmc_curve()
+        plot_cmc({"mean ± std over trials": (mean, std)}, out / "cmc.png", title=report.title)
+    logger.info("wrote %s", path)
+    return path

@@ -1,0 +1,244 @@
+"""Evaluation runs: one extraction per distinct image, per-trial metrics equal to an
+independent computation, the results JSON, the CMC plot and the printed table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from df2am.config import Config, ModelConfig
+from df2am.data import transforms
+from df2am.data.regdb import regdb_test
+from df2am.data.sysu import sysu_gallery, sysu_query
+from df2am.engine.evaluator import (
+    METRIC_KEYS,
+    EvalReport,
+    evaluate_model,
+    format_table,
+    write_eval_outputs,
+)
+from df2am.errors import ConfigError, DatasetError
+from df2am.evaluation import EvalResult, aggregate_trials, evaluate_features
+from df2am.models import build_model
+
+H, W = 32, 16
+
+
+def _image(rng: np.random.Generator, path: Path, base: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    noise = rng.integers(-40, 40, size=(H, W, 3))
+    Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(path)
+
+
+def make_sysu(root: Path, per_folder: int = 3) -> Path:
+    """A tiny SYSU-MM01 tree: train ids 1-2, val id 3, test ids 4-6, every camera present."""
+    rng = np.random.default_rng(0)
+    for pid in range(1, 7):
+        base = rng.integers(40, 215, size=3)
+        for cam in range(1, 7):
+            for n in range(1, per_folder + 1):
+                _image(rng, root / f"cam{cam}" / f"{pid:04d}" / f"{n:04d}.jpg", base)
+    (root / "exp").mkdir()
+    (root / "exp/train_id.txt").write_text("1,2")
+    (root / "exp/val_id.txt").write_text("3")
+    (root / "exp/test_id.txt").write_text("4,5,6")
+    return root
+
+
+def make_regdb(root: Path, trial: int = 1) -> Path:
+    """A tiny RegDB tree: 3 train and 3 test ids, 2 images per id and modality."""
+    rng = np.random.default_rng(1)
+    lines: dict[str, list[str]] = {}
+    for split, pids in (("train", (1, 2, 3)), ("test", (4, 5, 6))):
+        for label, pid in enumerate(pids):
+            base = rng.integers(40, 215, size=3)
+            for folder, mod, tag in (("Visible", "visible", "v"), ("Thermal", "thermal", "t")):
+                for n in range(2):
+                    rel = f"{folder}/{pid}/female_{tag}_{n}.bmp"
+                    _image(rng, root / rel, base)
+                    lines.setdefault(f"{split}_{mod}", []).append(f"{rel} {label}")
+    (root / "idx").mkdir()
+    for key, rows in lines.items():
+        (root / "idx" / f"{key}_{trial}.txt").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def tiny_config(dataset: str = "sysu") -> Config:
+    cfg = Config()
+    cfg.model = ModelConfig(depth=18, num_parts=2)
+    cfg.data.dataset = dataset  # type: ignore[assignment]
+    cfg.data.height, cfg.data.width = H, W
+    cfg.data.num_workers = 0
+    cfg.eval.batch_size = 16
+    cfg.eval.trials = 3
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def sysu_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_sysu(tmp_path_factory.mktemp("sysu"))
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(tiny_config().model, num_classes=3).eval()
+
+
+def _independent_feats(model: torch.nn.Module, root: Path, records, modality: str) -> torch.Tensor:
+    """Features computed without the evaluator: PIL decode, test transform, model.extract."""
+    arrs = [np.asarray(Image.open(root / r.path).convert("RGB")) for r in records]
+    batch = transforms.TestTransform(H, W)(torch.from_numpy(np.stack(arrs)))
+    return model.extract(batch.contiguous(), modality)
+
+
+def test_sysu_trials_match_independent_evaluation(sysu_root: Path, model: torch.nn.Module):
+    cfg = tiny_config()
+    calls: list[int] = []
+    original = model.extract
+
+    def counting_extract(images, modality, feature=None, flip=None):
+        calls.append(images.shape[0])
+        return original(images, modality, feature=feature, flip=flip)
+
+    model.extract = counting_extract  # type: ignore[method-assign]
+    try:
+        report = evaluate_model(model, cfg, sysu_root, mode="all", trials=3)
+    finally:
+        del model.extract
+
+    query = sysu_query(sysu_root, "all")
+    galleries = [sysu_gallery(sysu_root, "all", t) for t in range(3)]
+    union = {r.path for g in galleries for r in g}
+    # The query once, and every distinct gallery image once across the three trials.
+    assert sum(calls) == len(query) + len(union)
+    assert report.num_gallery_extracted == len(union)
+    assert report.num_query == len(query) == 3 * 2 * 3  # 3 test ids × cams 3, 6 × 3 files
+    assert report.num_gallery == [12, 12, 12]  # 3 test ids × cams 1, 2, 4, 5, single-shot
+    assert report.trials == [0, 1, 2]
+
+    q = _independent_feats(model, sysu_root, query, "ir")
+    expected = []
+    for t, gallery in enumerate(galleries):
+        g = _independent_feats(model, sysu_root, gallery, "rgb")
+        exp = evaluate_features(
+            q,
+            g,
+            np.array([r.pid for r in query]),
+            np.array([r.pid for r in gallery]),
+            np.array([r.cam for r in query]),
+            np.array([r.cam for r in gallery]),
+            protocol="sysu",
+        )
+        got = report.results[t]
+        np.testing.assert_allclose(got.cmc, exp.cmc, atol=1e-6)
+        assert got.mAP == pytest.approx(exp.mAP, abs=1e-6)
+        assert got.mINP == pytest.approx(exp.mINP, abs=1e-6)
+        expected.append(exp)
+    want = aggregate_trials(expected).to_dict()
+    for key, value in report.metrics().items():
+        assert value == pytest.approx(want[key], abs=1e-4)
+
+
+def test_results_json_and_cmc_png(sysu_root: Path, model: torch.nn.Module, tmp_path: Path):
+    report = evaluate_model(model, tiny_config(), sysu_root, trials=2)
+    path = write_eval_outputs(report, tmp_path / "out", extra={"checkpoint": "x.pt"})
+    doc = json.loads(path.read_text())
+    for key in METRIC_KEYS:
+        assert 0.0 <= doc[key] <= 100.0
+        assert doc[f"{key}_std"] >= 0.0
+    assert doc["rank1"] <= doc["rank5"] <= doc["rank10"] <= doc["rank20"]
+    assert doc["rank1"] == pytest.approx(100.0 * np.mean([r.cmc[0] for r in report.results]))
+    assert doc["protocol"]["dataset"] == "sysu"
+    assert doc["protocol"]["mode"] == "all"
+    assert doc["protocol"]["sampler"] == "seeded"
+    assert doc["protocol"]["trials"] == [0, 1]
+    assert [row["trial"] for row in doc["per_trial"]] == [0, 1]
+    assert len(doc["cmc"]["mean"]) == len(doc["cmc"]["std"]) == 20
+    assert doc["cmc"]["mean"][0] == pytest.approx(doc["rank1"])
+    assert doc["checkpoint"] == "x.pt"
+    png = tmp_path / "out" / "cmc.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(png) as im:
+        assert im.size[0] > 100 and im.size[1] > 100
+
+
+def test_regdb_direction_picks_modalities(tmp_path: Path, model: torch.nn.Module):
+    root = make_regdb(tmp_path / "regdb")
+    cfg = tiny_config("regdb")
+    seen: list[str] = []
+    original = model.extract
+
+    def spy(images, modality, feature=None, flip=None):
+        seen.append(modality)
+        return original(images, modality, feature=feature, flip=flip)
+
+    model.extract = spy  # type: ignore[method-assign]
+    try:
+        report = evaluate_model(model, cfg, root, direction="t2v")
+    finally:
+        del model.extract
+    assert seen[0] == "ir" and seen[-1] == "rgb"  # thermal query first, visible gallery
+    assert report.trials == [1] and report.direction == "t2v" and report.mode is None
+    query, gallery = regdb_test(root, 1, "t2v")
+    assert report.num_query == len(query) == 6 and report.num_gallery == [len(gallery)]
+    assert "RegDB thermal→visible, trial 1" in format_table(report)
+    with pytest.raises(ConfigError, match="own trial"):
+        evaluate_model(model, cfg, root, trials=10)
+
+
+def test_bad_inputs(sysu_root: Path, model: torch.nn.Module, tmp_path: Path):
+    with pytest.raises(DatasetError, match="not a folder"):
+        evaluate_model(model, tiny_config(), tmp_path / "missing")
+    cfg = tiny_config()
+    cfg.eval.max_rank = 10
+    with pytest.raises(ConfigError, match="max_rank"):
+        evaluate_model(model, cfg, sysu_root)
+    with pytest.raises(ConfigError, match="1..10"):
+        evaluate_model(model, tiny_config(), sysu_root, trials=11)
+
+
+def _report(results: list[EvalResult]) -> EvalReport:
+    return EvalReport(
+        dataset="sysu",
+        mode="all",
+        direction=None,
+        sampler="seeded",
+        shots=1,
+        trials=list(range(len(results))),
+        metric="cosine",
+        feature="fused",
+        flip=False,
+        max_rank=20,
+        results=results,
+        summary=aggregate_trials(results),
+        num_query=4,
+        num_gallery=[4] * len(results),
+        num_gallery_extracted=4,
+        seconds=0.0,
+    )
+
+
+def test_format_table_hand_computed():
+    cmc_a = np.array([0.5] * 4 + [0.75] * 5 + [1.0] * 11)
+    cmc_b = np.array([0.7] * 4 + [0.75] * 5 + [1.0] * 11)
+    report = _report(
+        [EvalResult(cmc_a, 0.4, 0.2, 4), EvalResult(cmc_b, 0.6, 0.3, 4)]
+    )
+    table = format_table(report)
+    lines = table.splitlines()
+    assert lines[0].startswith("SYSU-MM01 all-search, seeded sampler, single-shot, 2 trials")
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    # mean ± population std of the two trials, in percent
+    assert rows["Rank-1"] == ["60.00", "±", "10.00"]
+    assert rows["Rank-5"] == ["75.00", "±", "0.00"]
+    assert rows["Rank-10"] == ["100.00", "±", "0.00"]
+    assert rows["Rank-20"] == ["100.00", "±", "0.00"]
+    assert rows["mAP"] == ["50.00", "±", "10.00"]
+    assert rows["mINP"] == ["25.00", "±", "5.00"]
+    assert format_table(report, label="trained").startswith("trained: SYSU-MM01")
