@@ -141,6 +141,8 @@ class TrainConfig:
     #: Identities carved from the training ids for model selection (0 = report the last epoch).
     val_ids: int = 0
     deterministic: bool = False
+    #: Evaluate the reported model on the test protocol (``cfg.eval``) at the end of training.
+    final_eval: bool = True
 
 
 @dataclass
@@ -176,13 +178,18 @@ class Config:
     def validate(self) -> None:
         """Cross-field checks that single-field typing cannot express."""
         if self.loss.use_df2 and not self.model.df2_module:
-            raise ConfigError("loss.use_df2=true needs model.df2_module=true (L_D is the DF² head's loss)")
+            raise ConfigError(
+                "loss.use_df2=true needs model.df2_module=true (L_D is the DF² head's loss)"
+            )
         if self.model.test_feature == "fused" and not self.model.df2_module:
             raise ConfigError(
-                "model.test_feature='fused' needs model.df2_module=true; use 'bn_global' for the baseline"
+                "model.test_feature='fused' needs model.df2_module=true; "
+                "use 'bn_global' for the baseline"
             )
         if not (self.loss.use_baseline or self.loss.use_df2 or self.loss.use_affinity):
-            raise ConfigError("loss: at least one of use_baseline, use_df2, use_affinity must be true")
+            raise ConfigError(
+                "loss: at least one of use_baseline, use_df2, use_affinity must be true"
+            )
         if self.model.num_parts < 1:
             raise ConfigError(f"model.num_parts must be >= 1, got {self.model.num_parts}")
         if self.sampler.num_ids < 1 or self.sampler.num_per_modality < 1:
@@ -191,6 +198,14 @@ class Config:
             raise ConfigError(f"data.trial must be in 1..10, got {self.data.trial}")
         if self.train.epochs < 1:
             raise ConfigError(f"train.epochs must be >= 1, got {self.train.epochs}")
+        for key in ("checkpoint_every", "log_every"):
+            if getattr(self.train, key) < 1:
+                raise ConfigError(f"train.{key} must be >= 1, got {getattr(self.train, key)}")
+        for key in ("eval_every", "val_ids", "max_iters_per_epoch"):
+            if getattr(self.train, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0, got {getattr(self.train, key)}")
+        if self.data.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {self.data.num_workers}")
         if sorted(self.optim.milestones) != list(self.optim.milestones):
             raise ConfigError(f"optim.milestones must be ascending, got {self.optim.milestones}")
         if self.eval.trials < 1 or self.eval.trials > 10:
@@ -240,7 +255,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
 
 def _fill(obj: Any, data: dict[str, Any], prefix: str, source: str) -> None:
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}{' in ' + source if source else ''}: expected a mapping")
+        where = f" in {source}" if source else ""
+        raise ConfigError(f"{prefix or 'config'}{where}: expected a mapping")
     hints = get_type_hints(type(obj))
     names = {f.name for f in dataclasses.fields(obj)}
     for key, value in data.items():
