@@ -1,0 +1,192 @@
+"""``verify_dataset`` and ``df2am data verify``: counts, and one clear problem per bad piece."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+
+from df2am.cli import main
+from df2am.data.verify import CountRow, verify_dataset
+from df2am.errors import ConfigError
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def messages(report) -> list[str]:
+    return [str(p) for p in report.problems]
+
+
+# -------------------------------------------------------------------------------- SYSU-MM01
+
+
+def test_clean_sysu_tree(sysu_root: Path) -> None:
+    report = verify_dataset("sysu", sysu_root, workers=2)
+    assert report.ok, messages(report)
+    rows = {(r.split, r.camera, r.modality): (r.ids, r.images) for r in report.rows}
+    # conftest sysu_root: train ids 1, 2, 4; test ids 3, 5, 7.
+    assert rows[("train", "cam1", "rgb")] == (1, 2)
+    assert rows[("train", "cam3", "ir")] == (2, 3)
+    assert rows[("train", "all", "rgb")] == (3, 7)
+    assert rows[("train", "all", "ir")] == (3, 5)
+    assert rows[("test", "cam2", "rgb")] == (1, 5)
+    assert rows[("test", "all", "rgb")] == (3, 25)
+    assert rows[("query", "cam3+cam6", "ir")] == (3, 12)
+    assert report.decoded == 12 + 25 + 12
+    assert any("full release has 395" in n for n in report.notes)
+
+
+def test_cli_prints_table_and_exits_0(capsys, sysu_root: Path) -> None:
+    assert main(["data", "verify", "--dataset", "sysu", "--root", str(sysu_root)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].split() == ["split", "camera", "modality", "ids", "images"]
+    assert "no problems found" in out
+
+
+def test_truncated_jpeg(capsys, sysu_root: Path) -> None:
+    bad = sysu_root / "cam3" / "0005" / "0002.jpg"
+    truncate(bad)
+    report = verify_dataset("sysu", sysu_root)
+    assert [p.path for p in report.problems] == [str(bad)]
+    assert "does not decode" in report.problems[0].message
+    assert "expected a complete image" in report.problems[0].message
+    assert report.decoded == 48
+    assert main(["data", "verify", "--dataset", "sysu", "--root", str(sysu_root)]) == 1
+    out = capsys.readouterr().out
+    assert "1 problem(s):" in out and str(bad) in out
+
+
+def test_missing_id_file(sysu_root: Path) -> None:
+    (sysu_root / "exp" / "test_id.txt").unlink()
+    report = verify_dataset("sysu", sysu_root)
+    assert [p.path for p in report.problems] == [str(sysu_root / "exp" / "test_id.txt")]
+    assert "missing id file" in report.problems[0].message
+    assert "comma-separated integer ids" in report.problems[0].message
+
+
+def test_malformed_id_file(sysu_root: Path) -> None:
+    (sysu_root / "exp" / "val_id.txt").write_text("4;5\n")
+    report = verify_dataset("sysu", sysu_root)
+    assert len(report.problems) == 1
+    assert "'4;5' is not an integer" in report.problems[0].message
+
+
+def test_id_listed_without_images(sysu_root: Path) -> None:
+    (sysu_root / "exp" / "train_id.txt").write_text("2,1,9\n")
+    report = verify_dataset("sysu", sysu_root)
+    assert len(report.problems) == 1, messages(report)
+    problem = report.problems[0]
+    assert problem.path == str(sysu_root / "exp" / "train_id.txt")
+    assert "id 9 is listed in exp/train_id.txt or exp/val_id.txt but has no image" in str(problem)
+    assert "cam1/0009" in problem.message
+
+
+def test_training_id_without_one_modality(sysu_root: Path) -> None:
+    for path in sorted((sysu_root / "cam6" / "0002").iterdir()):
+        path.unlink()
+    (sysu_root / "cam6" / "0002").rmdir()
+    report = verify_dataset("sysu", sysu_root)
+    assert messages(report) == [
+        f"{sysu_root / 'exp' / 'train_id.txt'}: training id 2 has no IR image: expected one in "
+        "cam3/0002, cam6/0002"
+    ]
+
+
+def test_missing_camera_and_empty_folder(sysu_root: Path) -> None:
+    for path in sorted((sysu_root / "cam2").rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    (sysu_root / "cam2").rmdir()
+    (sysu_root / "cam5" / "0003").rename(sysu_root / "cam5-0003")
+    (sysu_root / "cam5" / "0003").mkdir()
+    report = verify_dataset("sysu", sysu_root)
+    paths = [p.path for p in report.problems]
+    assert str(sysu_root / "cam2") in paths
+    assert str(sysu_root / "cam5" / "0003") in paths
+    assert any("missing camera folder" in m for m in messages(report))
+    assert any("empty id folder" in m for m in messages(report))
+
+
+def test_official_split_file_checked(sysu_root: Path) -> None:
+    counts = {3: {1: 4, 4: 2, 5: 3}, 5: {1: 3, 2: 5, 4: 1, 5: 2}, 7: {4: 3, 5: 2}}
+    top = np.empty((6, 1), dtype=object)
+    for cam in range(1, 7):
+        cell = np.empty((7, 1), dtype=object)
+        for pid in range(1, 8):
+            n = counts.get(pid, {}).get(cam, 0)
+            cell[pid - 1, 0] = np.tile(np.arange(1, n + 1, dtype=np.uint8), (10, 1)).reshape(10, n)
+        top[cam - 1, 0] = cell
+    path = sysu_root / "exp" / "rand_perm_cam.mat"
+    scipy.io.savemat(str(path), {"rand_perm_cam": top})
+    assert verify_dataset("sysu", sysu_root).ok
+    (sysu_root / "cam4" / "0007" / "0003.jpg").unlink()
+    report = verify_dataset("sysu", sysu_root)
+    assert messages(report) == [
+        f"{path}: rand_perm_cam{{4}}{{7}} points to image numbers [3] that do not exist in "
+        "cam4/0007: expected the split file of this dataset copy"
+    ]
+
+
+def test_root_missing(tmp_path: Path) -> None:
+    report = verify_dataset("sysu", tmp_path / "nope")
+    assert not report.ok and "not a directory" in report.problems[0].message
+    with pytest.raises(ConfigError):
+        verify_dataset("market1501", tmp_path)
+
+
+# ------------------------------------------------------------------------------------ RegDB
+
+
+def test_clean_regdb_tree(capsys, regdb_root: Path) -> None:
+    report = verify_dataset("regdb", regdb_root)
+    assert report.ok, messages(report)
+    assert CountRow("trial 3 train", "cam1", "visible", 2, 4) in report.rows
+    assert CountRow("trial 10 test", "cam2", "thermal", 2, 4) in report.rows
+    assert CountRow("on disk", "Thermal", "thermal", 4, 8) in report.rows
+    assert report.decoded == 16
+    assert main(["data", "verify", "--dataset", "regdb", "--root", str(regdb_root)]) == 0
+
+
+def test_regdb_missing_idx_file_and_missing_image(capsys, regdb_root: Path) -> None:
+    (regdb_root / "idx" / "train_thermal_6.txt").unlink()
+    gone = regdb_root / "Visible" / "3" / "female_back_v_00001_3.bmp"
+    gone.unlink()
+    report = verify_dataset("regdb", regdb_root)
+    paths = [p.path for p in report.problems]
+    assert str(regdb_root / "idx" / "train_thermal_6.txt") in paths
+    # Id 3 is in train or test of every trial: one problem per idx line that lists it.
+    missing = [p for p in report.problems if p.path == str(gone)]
+    assert len(missing) == 10
+    assert "listed in" in missing[0].message and "visible_" in missing[0].message
+    assert main(["data", "verify", "--dataset", "regdb", "--root", str(regdb_root)]) == 1
+    out = capsys.readouterr().out
+    assert str(gone) in out and "train_thermal_6.txt" in out
+
+
+def test_regdb_truncated_bmp_and_bad_labels(regdb_root: Path) -> None:
+    bad = regdb_root / "Thermal" / "1" / "female_back_t_00000_1.bmp"
+    truncate(bad)
+    path = regdb_root / "idx" / "train_visible_2.txt"
+    path.write_text(path.read_text().replace(" 1\n", " 3\n"))
+    report = verify_dataset("regdb", regdb_root)
+    assert str(bad) in [p.path for p in report.problems]
+    problems = {p.message for p in report.problems if p.path == str(path)}
+    assert problems == {"training labels are not contiguous from 0: missing [1, 2]"}
+    differ = [p for p in report.problems if "labels differ" in p.message]
+    assert [p.path for p in differ] == [str(regdb_root / "idx" / "train_thermal_2.txt")]
+
+
+def test_synthetic_datasets_verify(tmp_path: Path) -> None:
+    synthetic = pytest.importorskip("df2am.data.synthetic")
+    if not hasattr(synthetic, "write_synthetic"):
+        pytest.skip("df2am.data.synthetic.write_synthetic not available yet")
+    for layout in ("sysu", "regdb"):
+        root = synthetic.write_synthetic(
+            tmp_path / layout, layout, num_ids=8, seed=1, size=(32, 16)
+        )
+        report = verify_dataset(layout, root)
+        assert report.ok, messages(report)
