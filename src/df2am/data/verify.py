@@ -135,6 +135,15 @@ def decode_error(path: Path) -> str | None:
 
 
 def _decode_all(report: VerifyReport, images: Iterable[Path], workers: int | None) -> None:
+    from PIL import ImageFile
+
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # Someone in this process told PIL to pad truncated files silently; say so rather
+        # than report "no problems" for files we could not check.
+        report.notes.append(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set in this process: truncated images "
+            "are not detected"
+        )
     paths = sorted(set(images))
     workers = workers or min(8, os.cpu_count() or 2)
     logger.info("decoding %d images with %d threads", len(paths), workers)
