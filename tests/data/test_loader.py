@@ -105,6 +105,11 @@ def test_corrupt_and_missing_images_name_the_file(tree, tmp_path):
     assert not any(p.name.endswith(".tmp") for p in (tmp_path / "c").iterdir())
     with pytest.raises(DatasetError, match=str(bad)):
         load_images(records, root, (H, W), "none")
+    # A truncated JPEG (first half of a valid file) is an error as well.
+    good = (root / records[4].path).read_bytes()
+    bad.write_bytes(good[: len(good) // 2])
+    with pytest.raises(DatasetError, match=str(bad)):
+        load_images(records, root, (H, W), "none")
     gone = root / records[3].path
     gone.unlink()
     with pytest.raises(DatasetError, match="not found.*" + records[3].path):
