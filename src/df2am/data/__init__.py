@@ -5,8 +5,13 @@ The training pipeline::
     from df2am.data import build_train_loader, build_test_loader
     loader = build_train_loader(records, root, cfg.data, cfg.sampler, seed=0, cache_dir="cache")
 
-Readers (``sysu``, ``regdb``, ``synthetic``), ``protocol`` and ``verify`` live in their own
-modules.
+The readers and protocols::
+
+    from df2am.data import test_split, train_records
+    train = train_records("sysu", "/data/SYSU-MM01")                  # list[ImageRecord]
+    query, gallery = test_split("sysu", "/data/SYSU-MM01", mode="all", trial=0)
+
+``sysu``, ``regdb``, ``synthetic`` (the built-in dataset) and ``verify`` hold the details.
 """
 
 from df2am.data.cache import load_images
@@ -17,12 +22,15 @@ from df2am.data.loader import (
     build_test_loader,
     build_train_loader,
 )
+from df2am.data.protocol import test_split, train_records
 from df2am.data.records import ImageRecord
 from df2am.data.sampler import CrossModalityIdentitySampler
 from df2am.data.transforms import TestTransform, TrainTransform
 
 __all__ = [
     "ImageRecord",
+    "test_split",
+    "train_records",
     "CrossModalityIdentitySampler",
     "TrainTransform",
     "TestTransform",
