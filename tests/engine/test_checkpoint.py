@@ -1,0 +1,100 @@
+"""Checkpoint format, atomic writes and RNG state (engine.checkpoint)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from df2am.engine import checkpoint as ck
+from df2am.errors import CheckpointError
+
+
+def _full(value: float) -> dict:
+    return {
+        "format_version": ck.FORMAT_VERSION,
+        "model": {"w": torch.full((3, 2), value)},
+        "num_classes": 5,
+        "config": {"name": "x"},
+        "epoch": 1,
+        "optimizer": None,
+        "scheduler": None,
+        "sampler": {"seed": 0, "epoch": 1},
+        "rng": ck.rng_state(),
+        "scaler": None,
+    }
+
+
+def test_roundtrip_with_weights_only_load(tmp_path):
+    path = ck.save_checkpoint(tmp_path / "sub" / "last.pt", _full(2.5))
+    obj = ck.load_checkpoint(path)
+    assert set(ck.REQUIRED_KEYS) <= set(obj)
+    assert torch.equal(obj["model"]["w"], torch.full((3, 2), 2.5))
+    assert obj["sampler"] == {"seed": 0, "epoch": 1}
+    # Nothing but the target in the folder: the temp file was renamed, not copied.
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    ck.save_checkpoint(path, _full(1.0))
+    before = path.read_bytes()
+
+    real_save = torch.save
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 partial data")  # half a zip header, then the "crash"
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        ck.save_checkpoint(path, _full(9.0))
+    monkeypatch.setattr(torch, "save", real_save)
+
+    assert path.read_bytes() == before
+    assert torch.equal(ck.load_checkpoint(path)["model"]["w"], torch.full((3, 2), 1.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # temp file removed
+
+
+def test_missing_unreadable_and_incomplete_files(tmp_path):
+    with pytest.raises(CheckpointError, match="not found.*nope.pt"):
+        ck.load_checkpoint(tmp_path / "nope.pt")
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.pt: cannot read"):
+        ck.load_checkpoint(bad)
+
+    partial = _full(0.0)
+    del partial["optimizer"]
+    ck.save_checkpoint(tmp_path / "p.pt", partial)
+    with pytest.raises(CheckpointError, match=r"p\.pt: checkpoint lacks key 'optimizer'"):
+        ck.load_checkpoint(tmp_path / "p.pt")
+    # A model-only reader asks for fewer keys.
+    assert ck.load_checkpoint(tmp_path / "p.pt", required=ck.MODEL_KEYS)["num_classes"] == 5
+
+    future = _full(0.0)
+    future["format_version"] = 99
+    ck.save_checkpoint(tmp_path / "f.pt", future)
+    with pytest.raises(CheckpointError, match="format_version 99"):
+        ck.load_checkpoint(tmp_path / "f.pt")
+
+
+def test_rng_state_survives_save_and_load(tmp_path):
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    random.random()
+    np.random.rand(5)
+    torch.rand(5)
+    ck.save_checkpoint(tmp_path / "r.pt", {"rng": ck.rng_state()})
+    expected = (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist())
+    # Scramble every generator, then restore from the file.
+    random.seed(7)
+    np.random.seed(7)
+    torch.manual_seed(7)
+    ck.set_rng_state(ck.load_checkpoint(tmp_path / "r.pt", required=["rng"])["rng"])
+    got = (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist())
+    assert got == expected
