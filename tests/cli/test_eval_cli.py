@@ -1,0 +1,104 @@
+"""``df2am eval``: defaults from the checkpoint, results.json + cmc.png, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from df2am.cli import main
+from df2am.config import Config, ModelConfig, config_to_dict
+from df2am.data.synthetic import write_synthetic
+from df2am.engine.checkpoint import FORMAT_VERSION, save_checkpoint
+from df2am.models import build_model
+
+KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("evalcli")
+    root = write_synthetic(base / "sysu", "sysu", num_ids=8, seed=0, size=(32, 16))
+    cfg = Config()
+    cfg.model = ModelConfig(depth=18, num_parts=2)
+    cfg.data.root = str(root)
+    cfg.data.height, cfg.data.width = 32, 16
+    cfg.data.num_workers = 0
+    cfg.eval.trials = 3
+    torch.manual_seed(0)
+    model = build_model(cfg.model, num_classes=5)
+    ckpt = {
+        "format_version": FORMAT_VERSION,
+        "model": model.state_dict(),
+        "num_classes": 5,
+        "config": config_to_dict(cfg),
+        "epoch": 1,
+        "optimizer": None,
+        "scheduler": None,
+        "sampler": None,
+        "rng": None,
+        "scaler": None,
+    }
+    path = save_checkpoint(base / "run" / "model_final.pt", ckpt)
+    return path, root
+
+
+def test_eval_writes_results_and_table(setup, capsys: pytest.CaptureFixture[str]):
+    ckpt, root = setup
+    assert main(["eval", str(ckpt), "--root", str(root), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    # default output folder, trials from the checkpoint's config (3)
+    folder = ckpt.parent / "eval_sysu_all"
+    doc = json.loads((folder / "results.json").read_text())
+    for key in KEYS:
+        assert key in doc and f"{key}_std" in doc
+        assert f"{doc[key]:.2f}" in out  # the printed table shows the same numbers
+    assert doc["protocol"]["trials"] == [0, 1, 2]
+    assert doc["protocol"]["feature"] == "fused" and doc["protocol"]["flip"] is False
+    assert doc["checkpoint"] == str(ckpt.resolve())
+    assert (folder / "cmc.png").is_file()
+    for name in ("Rank-1", "Rank-5", "Rank-10", "Rank-20", "mAP", "mINP"):
+        assert name in out
+
+
+def test_eval_options_override_checkpoint_config(setup, tmp_path: Path):
+    ckpt, root = setup
+    argv = ["eval", str(ckpt), "--root", str(root), "--out", str(tmp_path / "o"),
+            "--trials", "2", "--mode", "indoor", "--feature", "bn_global", "--flip"]
+    assert main(argv) == 0
+    proto = json.loads((tmp_path / "o" / "results.json").read_text())["protocol"]
+    assert proto["trials"] == [0, 1] and proto["mode"] == "indoor"
+    assert proto["feature"] == "bn_global" and proto["flip"] is True
+
+
+@pytest.mark.parametrize(
+    "argv_tail, message",
+    [
+        (["--trials", "11"], "1..10"),
+        (["--dataset", "regdb"], "RegDB root"),
+    ],
+)
+def test_eval_user_errors_exit_2(setup, capsys, argv_tail, message):
+    ckpt, root = setup
+    assert main(["eval", str(ckpt), "--root", str(root), *argv_tail]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err
+    assert "Traceback" not in err
+
+
+def test_eval_bad_paths_exit_2(setup, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    ckpt, root = setup
+    assert main(["eval", str(tmp_path / "missing.pt"), "--root", str(root)]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["eval", str(ckpt), "--root", str(tmp_path / "nowhere")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_eval_unreadable_checkpoint_exit_2(setup, tmp_path: Path, capsys):
+    _, root = setup
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"junk")
+    assert main(["eval", str(bad), "--root", str(root)]) == 2
+    assert "bad.pt" in capsys.readouterr().err
