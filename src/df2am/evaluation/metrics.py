@@ -224,32 +224,111 @@ class _Accumulator:
                           mINP=inp_sum / self.num_valid, num_valid_queries=self.num_valid)
 
 
+def _check_nan(dist: torch.Tensor, rows: slice) -> None:
+    if not dist.dtype.is_floating_point:
+        return
+    # One cheap reduction first: the sum is finite unless there is a NaN or an inf; only then
+    # look for the NaN itself (infinite distances are allowed and rank last/first).
+    if bool(torch.isfinite(dist.sum())):
+        return
+    nan_rows = torch.isnan(dist).any(dim=1)
+    if bool(nan_rows.any()):
+        bad = int(nan_rows.nonzero()[0, 0]) + (rows.start or 0)
+        raise EvaluationError(f"distmat: contains NaN distances (first in query row {bad}); "
+                              f"NaN cannot be ranked — check the features for NaN/inf")
+
+
+def _row_count(mask: torch.Tensor) -> torch.Tensor:
+    """Number of True per row, int32 (summing the uint8 view avoids an int64 copy)."""
+    return mask.view(torch.uint8).sum(dim=1, dtype=torch.int32)
+
+
+def _positions_by_counting(masked: torch.Tensor, keep: torch.Tensor | None,
+                           m_rows: torch.Tensor, m_cols: torch.Tensor) -> torch.Tensor:
+    """1-based position in the filtered stable ranking of each listed (kept) gallery entry.
+
+    The stable order ranks entry ``e`` before ``j`` iff ``(d_e, e) < (d_j, j)``
+    lexicographically, so the position of ``j`` is one plus the number of kept entries with a
+    smaller ``(distance, index)`` key — no sort needed. ``masked`` holds the distances with
+    dropped entries set to +inf, so one ``<`` counts the strictly closer kept entries; exact
+    ties (rare with real features) are resolved by gallery index on their sparse list. Work is
+    O(len(m_rows) × G), in blocks that keep the (block, G) temporaries within the chunk budget.
+    """
+    G = masked.shape[1]
+    out = torch.empty(m_rows.numel(), dtype=torch.int64, device=masked.device)
+    step = max(1, DEFAULT_CHUNK_BYTES // (8 * G))
+    for s in range(0, m_rows.numel(), step):
+        r, j = m_rows[s:s + step], m_cols[s:s + step]
+        d = masked.index_select(0, r)  # (n, G): the query row of each listed entry
+        v = d.gather(1, j[:, None])
+        lt = _row_count(d < v)
+        pos = lt.long() + 1
+        # Ties: every entry ties with itself; rows with more (equal distances) are resolved
+        # on the sparse list of tied entries, counting kept ones with a smaller gallery index.
+        tied_rows = (_row_count(d <= v) - lt > 1).nonzero()[:, 0]
+        if tied_rows.numel():
+            tr, tc = (d[tied_rows] == v[tied_rows]).nonzero(as_tuple=True)
+            tr = tied_rows[tr]
+            earlier = tc < j[tr]
+            if keep is not None:
+                earlier &= keep[r[tr], tc]  # an +inf tie may be a dropped entry
+            pos.index_add_(0, tr[earlier], torch.ones_like(tr[earlier]))
+        out[s:s + step] = pos
+    return out
+
+
+def _distinct_before(masked: torch.Tensor, keep: torch.Tensor, g_ids: torch.Tensor,
+                     num_ids: int, v: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """Per row, the number of distinct gallery ids among kept entries ranked before key
+    ``(v, j)`` in the stable order. ``masked`` = distances with dropped entries at +inf; its
+    rows correspond to ``v``/``j``.
+
+    An id is ranked before ``(v, j)`` iff its smallest kept distance is ``< v``, or it has a
+    kept entry with distance exactly ``v`` and a smaller gallery index (a tie, handled on the
+    sparse list of tied entries).
+    """
+    C = masked.shape[0]
+    # Per (row, id): how many kept entries of that id are strictly closer than v.
+    closer = torch.zeros((C, num_ids), dtype=torch.int32, device=masked.device)
+    closer.index_add_(1, g_ids, (masked < v[:, None]).to(torch.int32))
+    earlier = closer > 0  # (C, U)
+    eq = masked == v[:, None]
+    # Every row ties with its own first match; only rows with more ties need the sparse pass.
+    tied_rows = (_row_count(eq) > 1).nonzero()[:, 0]
+    if tied_rows.numel():
+        r, c = eq[tied_rows].nonzero(as_tuple=True)
+        r = tied_rows[r]
+        tied = (c < j[r]) & keep[r, c]  # an +inf tie may be a dropped entry
+        earlier[r[tied], g_ids[c[tied]]] = True
+    return _row_count(earlier)
+
+
+# Average true matches per query up to which the counting path (O(matches × G) compares) is
+# used instead of a full stable sort (O(G log G), roughly 50-70 element passes on CPU). SYSU
+# single-shot has at most 4 matches per query; RegDB has 10, large galleries more.
+_COUNT_PATH_MAX_AVG_MATCHES = 6.0
+
+
 def _rank_chunk(dist: torch.Tensor, rows: slice, prep: _Prepared, acc: _Accumulator) -> None:
-    """Rank one chunk of distance rows (C, G) for queries ``rows`` and add to ``acc``."""
+    """Rank one chunk of distance rows (C, G) for queries ``rows`` and add to ``acc``.
+
+    Two exact ways to get the filtered rank position of every true match, chosen by cost:
+    counting smaller ``(distance, index)`` keys when matches are few, else a stable argsort.
+    """
     C, G = dist.shape
     device = dist.device
     acc.num_queries += C
     if C == 0 or G == 0:
         return
-    if dist.dtype.is_floating_point and bool(torch.isnan(dist).any()):
-        bad = int(torch.isnan(dist).any(dim=1).nonzero()[0, 0]) + (rows.start or 0)
-        raise EvaluationError(f"distmat: contains NaN distances (first in query row {bad}); "
-                              f"NaN cannot be ranked — check the features for NaN/inf")
-    order = torch.argsort(dist, dim=1, stable=True)  # (C, G) ranked gallery indices
-    q_ids = prep.q_ids[rows]
-    ranked_ids = prep.g_ids[order]  # (C, G)
-    match = ranked_ids == q_ids[:, None]
+    _check_nan(dist, rows)
     sysu = prep.protocol == "sysu"
-    keep = pos = None
+    q_ids = prep.q_ids[rows]
+    keep = None
+    match = prep.g_ids[None, :] == q_ids[:, None]  # (C, G), gallery order
     if sysu:
-        keep = prep.g_cams[order] != prep.q_cams[rows][:, None]
+        keep = prep.g_cams[None, :] != prep.q_cams[rows][:, None]
         match &= keep
-        # 1-based position of each kept entry in the filtered list.
-        pos = torch.cumsum(keep, dim=1, dtype=torch.int32)
-    del order
-
-    # True matches in row-major order: per row, ascending rank.
-    m_rows, m_cols = match.nonzero(as_tuple=True)
+    m_rows, m_cols = match.nonzero(as_tuple=True)  # row-major: per row, by gallery index
     del match
     counts = torch.bincount(m_rows, minlength=C)
     valid = counts > 0
@@ -257,29 +336,60 @@ def _rank_chunk(dist: torch.Tensor, rows: slice, prep: _Prepared, acc: _Accumula
     if n_valid == 0:
         return
     starts = torch.cumsum(counts, 0) - counts
-    m_pos = (pos[m_rows, m_cols] if sysu else m_cols + 1).to(torch.float64)
+
+    if m_rows.numel() <= _COUNT_PATH_MAX_AVG_MATCHES * C:
+        masked = dist if keep is None else torch.where(keep, dist, float("inf"))
+        pos = _positions_by_counting(masked, keep, m_rows, m_cols)
+        # Order each row's matches by rank (positions within a row are distinct).
+        perm = torch.argsort(m_rows * (G + 1) + pos)
+        m_cols, pos = m_cols[perm], pos[perm]
+        first = starts[valid]
+        if sysu:
+            j = m_cols[first]
+            if n_valid == C:  # the usual case: no row copies needed
+                rows_m, rows_k, v = masked, keep, masked.gather(1, j[:, None])[:, 0]
+            else:
+                vrows = valid.nonzero()[:, 0]
+                rows_m, rows_k, v = masked[vrows], keep[vrows], masked[vrows, j]
+            rank = _distinct_before(rows_m, rows_k, prep.g_ids, prep.num_ids, v, j) + 1
+        else:
+            rank = pos[first]
+    else:
+        order = torch.argsort(dist, dim=1, stable=True)  # (C, G) ranked gallery indices
+        ranked_ids = prep.g_ids[order]
+        match = ranked_ids == q_ids[:, None]
+        if sysu:
+            keep = prep.g_cams[order] != prep.q_cams[rows][:, None]
+            match &= keep
+        del order
+        m_rows, m_cols = match.nonzero(as_tuple=True)  # row-major: per row, by rank
+        del match
+        # 1-based position of each kept entry in the filtered list.
+        pos = (torch.cumsum(keep, dim=1, dtype=torch.int32)[m_rows, m_cols].long()
+               if sysu else m_cols + 1)
+        first = starts[valid]
+        if sysu:
+            # Deduplicated CMC: where does each gallery id first appear among kept entries?
+            col = torch.arange(G, device=device, dtype=torch.int64)
+            src = torch.where(keep, col[None, :], torch.full_like(col, G)[None, :])
+            first_seen = torch.full((C, prep.num_ids), G, dtype=torch.int64, device=device)
+            first_seen.scatter_reduce_(1, ranked_ids, src, reduce="amin", include_self=True)
+            del src, keep, ranked_ids
+            # The true id first appears at its first kept match; count ids seen earlier.
+            rank = (first_seen[valid] < m_cols[first][:, None]).sum(dim=1) + 1
+        else:
+            rank = pos[first]
+
+    m_pos = pos.to(torch.float64)
     ordinal = torch.arange(m_rows.numel(), device=device) - starts[m_rows] + 1
     # AP = mean over the true matches of precision at their rank (k-th match at position p: k/p).
     ap = torch.zeros(C, dtype=torch.float64, device=device)
     ap.index_add_(0, m_rows, ordinal.to(torch.float64) / m_pos)
     cnt = counts[valid].to(torch.float64)
     ap = ap[valid] / cnt
-    first = starts[valid]
     last = first + counts[valid] - 1
+    # mINP: number of true matches / position of the hardest (last) one.
     inp = cnt / m_pos[last]
-
-    if sysu:
-        # Deduplicated CMC: where does each gallery id first appear among kept entries?
-        col = torch.arange(G, device=device, dtype=torch.int64)
-        src = torch.where(keep, col[None, :], torch.full_like(col, G)[None, :])
-        first_seen = torch.full((C, prep.num_ids), G, dtype=torch.int64, device=device)
-        first_seen.scatter_reduce_(1, ranked_ids, src, reduce="amin", include_self=True)
-        del src, keep
-        # The true id first appears at its first kept match; count ids seen strictly earlier.
-        true_col = m_cols[first]
-        rank = (first_seen[valid] < true_col[:, None]).sum(dim=1) + 1
-    else:
-        rank = m_cols[first] + 1
 
     in_range = rank <= prep.max_rank
     hist = torch.bincount(rank[in_range] - 1, minlength=prep.max_rank)
