@@ -35,7 +35,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,6 @@ class EvalReport:
     num_gallery: list[int]
     num_gallery_extracted: int
     seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -191,7 +190,6 @@ class EvalReport:
             "per_trial": per_trial,
             "cmc": {"rank": list(range(1, len(mean) + 1)), "mean": mean, "std": std},
             "seconds": round(self.seconds, 3),
-            **self.extra,
         }
 
 
@@ -236,9 +234,8 @@ def extract_records(
     )
     chunks: list[torch.Tensor] = []
     for batch in loader:
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
         feats = model.extract(  # type: ignore[operator]
-            images.to(dev, non_blocking=True), modality, feature=feature, flip=flip
+            batch.to(dev, non_blocking=True), modality, feature=feature, flip=flip
         )
         chunks.append(feats.float().cpu())
     feats = torch.cat(chunks) if chunks else torch.empty(0)
