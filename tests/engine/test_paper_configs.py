@@ -159,3 +159,19 @@ def test_reproduce_dry_run_shares_the_full_model(
     assert "figure4: 22 unit(s)" in text
     assert f"sysu_zeta1.5: alias (same model as {tmp_path.resolve() / 'sysu_lambda1.1'})" in text
     assert sum(" train " in line for line in text.splitlines()) == 21
+
+
+def test_all_specs_together_need_45_sysu_and_10_regdb_models() -> None:
+    """Runs with equal model settings share one run directory (docs/reproduce.md's count)."""
+    from df2am.config import config_to_dict
+    from df2am.engine.sweep import _model_key
+
+    models: dict[str, str] = {}
+    for name in PAPER_SPECS:
+        spec = load_spec(paper_spec_path(name))
+        for run in spec.runs:
+            for trial in spec.trials or [None]:
+                cfg = resolve_run(spec, run, trial=trial)
+                models[_model_key(config_to_dict(cfg))] = cfg.data.dataset
+    assert sorted(models.values()).count("sysu") == 45
+    assert sorted(models.values()).count("regdb") == 10
