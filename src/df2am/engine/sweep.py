@@ -52,6 +52,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import re
 import shlex
 import subprocess
@@ -744,8 +745,10 @@ def subprocess_runner(
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"$ {shlex.join(argv)}\n")
         log.flush()
+        # Unbuffered child: its lines reach the log as they are written, not at exit.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env
         )
         assert proc.stdout is not None
         for line in proc.stdout:
