@@ -23,6 +23,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from df2am.cli._argparse import overrides_anywhere
 from df2am.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="RegDB: train one model per trial into RUN_DIR/trial_<t> and aggregate "
         "(e.g. 1-10, 3,5 or all)",
     )
+    overrides_anywhere(p, "args")
     p.set_defaults(func=cmd_train)
 
 

@@ -19,23 +19,9 @@ import argparse
 import shlex
 from pathlib import Path
 
+from df2am.cli._argparse import overrides_anywhere
+
 _PAPER = ("table1", "table2", "table3", "table4", "figure3", "figure4")
-
-
-class _OverridesAnywhere(argparse.ArgumentParser):
-    """Accept ``key=value`` overrides after options too (``SPEC --root D k=v``).
-
-    argparse fills a ``nargs="*"`` positional from the first run of positional strings only,
-    so overrides that follow an option would be "unrecognized"; collect them here instead.
-    """
-
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        ns, extras = super().parse_known_args(args, namespace)
-        stray = [a for a in extras if "=" in a and not a.startswith("-")]
-        if stray:
-            ns.overrides = [*ns.overrides, *stray]
-            extras = [a for a in extras if a not in stray]
-        return ns, extras
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "override config keys of every run."
         ),
     )
-    s.__class__ = _OverridesAnywhere  # add_parser cannot be given a parser class
+    overrides_anywhere(s)
     s.add_argument("spec", type=Path, help="sweep spec YAML")
     _common(s, default_out=None)
     s.set_defaults(func=_run_sweep)
@@ -65,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "model is in Tables 1, 3, 4 and Figures 3, 4) is then trained once."
         ),
     )
-    r.__class__ = _OverridesAnywhere
+    overrides_anywhere(r)
     r.add_argument("target", choices=_PAPER, help="which table or figure")
     _common(r, default_out=Path("runs/paper"))
     r.set_defaults(func=_run_reproduce)
