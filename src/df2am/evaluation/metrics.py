@@ -20,14 +20,21 @@ Documented difference from the reference: when a (filtered, deduplicated) list i
 ``max_rank``, the reference returns a shorter / ragged CMC; here the cumulative value stays
 constant past the end of the list, so ``cmc`` always has length ``max_rank``.
 
-How it is vectorised (memory O(chunk × G), never O(Q × G)):
-for a chunk of query rows, ``argsort(stable)`` gives the ranked gallery indices; gathering the
-gallery ids/cameras gives the ``keep`` and ``match`` masks; the position of every entry in the
-filtered list is ``cumsum(keep)``; the (few) true matches are listed with ``nonzero`` in
-row-major order, so the k-th match of a row has precision ``k / position`` (AP), the first one
-gives the image-level CMC rank and the last one mINP. For the deduplicated CMC, a scatter-min of
-ranked positions per (query, gallery id) gives where each id first appears among kept entries;
-the deduplicated rank of the true id is 1 + the number of ids that appear before it.
+How it is vectorised (memory O(chunk × G), never O(Q × G)): for a chunk of query rows the
+``match`` and ``keep`` masks are built against the gallery, the (few) true matches are listed
+with ``nonzero``, and each match's 1-based position in the filtered stable ranking is found in
+one of two exact ways, chosen per chunk by cost:
+
+- counting (few matches per query, e.g. SYSU single-shot): the position of entry ``j`` is one
+  plus the number of kept entries whose ``(distance, gallery index)`` key is smaller — a
+  compare-and-count over the row, with exact ties resolved by index on their sparse list;
+- sorting (many matches per query, e.g. RegDB, large galleries): ``argsort(stable=True)`` of the
+  rows, then ``cumsum(keep)`` gives every entry's position.
+
+With the positions of a row's matches in rank order, the k-th match has precision ``k / pos``
+(AP), the first gives the image-level CMC rank and the last mINP. The deduplicated SYSU rank is
+1 + the number of distinct ids with a kept entry ranked before the first true match (an
+``index_add`` per (query, id) when counting; a scatter-min of ranked positions when sorting).
 
 Example::
 
