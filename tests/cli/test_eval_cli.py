@@ -102,3 +102,17 @@ def test_eval_unreadable_checkpoint_exit_2(setup, tmp_path: Path, capsys):
     bad.write_bytes(b"junk")
     assert main(["eval", str(bad), "--root", str(root)]) == 2
     assert "bad.pt" in capsys.readouterr().err
+
+
+def test_evaluate_checkpoint_api_matches_cli(setup, tmp_path: Path):
+    from df2am.engine.api import evaluate_checkpoint
+
+    ckpt, root = setup
+    report = evaluate_checkpoint(ckpt, root, device="cpu", trials=2, out_dir=tmp_path / "api")
+    doc = json.loads((tmp_path / "api" / "results.json").read_text())
+    assert report.trials == [0, 1] and doc["checkpoint"] == str(ckpt)
+    assert main(["eval", str(ckpt), "--root", str(root), "--trials", "2",
+                 "--out", str(tmp_path / "cli")]) == 0
+    cli = json.loads((tmp_path / "cli" / "results.json").read_text())
+    for key in KEYS:
+        assert cli[key] == pytest.approx(doc[key], abs=1e-9)

@@ -83,17 +83,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from df2am.engine.api import load_model
-    from df2am.engine.evaluator import evaluate_model, format_table, write_eval_outputs
+    from df2am.engine.api import evaluate_checkpoint
+    from df2am.engine.evaluator import format_table, write_eval_outputs
 
     if not args.checkpoint.is_file():
         raise CheckpointError(f"checkpoint not found: {args.checkpoint}")
     if not args.root.is_dir():
         raise DatasetError(f"--root {args.root}: not a folder")
-    model, cfg = load_model(args.checkpoint, device=args.device)
-    report = evaluate_model(
-        model,
-        cfg,
+    report = evaluate_checkpoint(
+        args.checkpoint,
         args.root,
         device=args.device,
         dataset=args.dataset,

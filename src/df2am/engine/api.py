@@ -39,11 +39,11 @@ from df2am.config import Config, DataConfig, config_from_dict
 from df2am.data.cache import decode_resize
 from df2am.data.transforms import TestTransform
 from df2am.engine.checkpoint import MODEL_KEYS, load_checkpoint
-from df2am.engine.evaluator import resolve_device
+from df2am.engine.evaluator import EvalReport, evaluate_model, resolve_device, write_eval_outputs
 from df2am.errors import CheckpointError, ConfigError, DatasetError
 from df2am.models import DF2AMNet, build_model
 
-__all__ = ["load_model", "extract_features", "search"]
+__all__ = ["load_model", "extract_features", "search", "evaluate_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,32 @@ def load_model(
     model.eval()
     logger.info("loaded %s (epoch %s)", path, ckpt.get("epoch", "?"))
     return model, cfg
+
+
+def evaluate_checkpoint(
+    checkpoint_path: str | Path,
+    root: str | Path | None = None,
+    *,
+    device: str | torch.device = "auto",
+    out_dir: str | Path | None = None,
+    **overrides: Any,
+) -> EvalReport:
+    """:func:`load_model` + :func:`~df2am.engine.evaluator.evaluate_model` in one call.
+
+    ``overrides`` are ``evaluate_model``'s keyword arguments (``dataset``, ``mode``,
+    ``sampler``, ``shots``, ``trials``, ``split_file``, ``direction``, ``batch_size``,
+    ``feature``, ``flip``, ``cache_dir``); unset ones come from the checkpoint's config.
+    With ``out_dir`` the report is also written there (``results.json`` + ``cmc.png``)::
+
+        report = evaluate_checkpoint("runs/sysu/model_final.pt", "/data/SYSU-MM01",
+                                     mode="indoor", out_dir="runs/sysu/eval_indoor")
+        report.metrics()["rank1"]
+    """
+    model, cfg = load_model(checkpoint_path, device=device)
+    report = evaluate_model(model, cfg, root, device=device, **overrides)
+    if out_dir is not None:
+        write_eval_outputs(report, out_dir, extra={"checkpoint": str(Path(checkpoint_path))})
+    return report
 
 
 def _to_uint8(image: str | Path | Image.Image, height: int, width: int) -> np.ndarray:
