@@ -170,7 +170,7 @@ def _garment(rng: np.random.Generator, materials: tuple[str, ...], *, plain: boo
         material=material,
         # Identity jitter on top of the material warmth; independent of the colour draws above.
         ir_level=float(np.clip(warmth + rng.normal(0.0, 0.05), 0.05, 0.95)),
-        ir_contrast=float(rng.uniform(0.15, 0.5)),
+        ir_contrast=float(rng.uniform(0.35, 0.8)),
     )
 
 
@@ -197,7 +197,7 @@ def draw_person(seed: int, pid: int) -> Person:
         bottom_len = float(rng.uniform(0.9, 1.0))
     top = _garment(rng, ("cotton", "linen", "synthetic", "wool", "leather", "down", "denim"))
     bottom_materials = ("denim", "cotton", "synthetic", "wool", "leather", "linen")
-    bottom = _garment(rng, bottom_materials, plain=rng.random() < 0.5)
+    bottom = _garment(rng, bottom_materials, plain=rng.random() < 0.4)
     if bottom_kind == "dress":
         bottom = top
     coat = rng.random() < 0.2
@@ -206,7 +206,7 @@ def draw_person(seed: int, pid: int) -> Person:
         pid=pid,
         gender=gender,
         height=float(rng.uniform(0.9, 1.04)),
-        build=float(rng.uniform(0.8, 1.25) * (0.92 if fem else 1.05)),
+        build=float(rng.uniform(0.75, 1.3) * (0.92 if fem else 1.05)),
         head_r=float(rng.uniform(0.055, 0.072)),
         hip_v=float(rng.uniform(0.47, 0.55)),
         hip_ratio=float(rng.uniform(0.72, 0.95) * (1.1 if fem else 1.0)),
@@ -224,12 +224,12 @@ def draw_person(seed: int, pid: int) -> Person:
         bottom_kind=bottom_kind,
         bottom_len=bottom_len,
         shoes=_garment(rng, ("leather", "synthetic"), plain=True, dark=rng.random() < 0.7),
-        hat=_garment(rng, accessory, plain=True) if rng.random() < 0.2 else None,
+        hat=_garment(rng, accessory, plain=True) if rng.random() < 0.25 else None,
         scarf=_garment(rng, ("wool", "cotton", "synthetic")) if rng.random() < 0.15 else None,
-        bag=_garment(rng, accessory, plain=True) if rng.random() < 0.35 else None,
+        bag=_garment(rng, accessory, plain=True) if rng.random() < 0.4 else None,
         bag_side=float(rng.choice([-1.0, 1.0])),
         backpack=_garment(rng, ("synthetic", "leather", "cotton"), plain=rng.random() < 0.7)
-        if rng.random() < 0.3 else None,
+        if rng.random() < 0.35 else None,
     )
 
 

@@ -303,10 +303,18 @@ def _write_regdb(out: Path, spec: SyntheticSpec) -> dict:
     return {"files": 2 * n * spec.num_ids, "trials": [{"train": a, "test": b} for a, b in trials]}
 
 
-def write_synthetic(out: str | Path, layout: str, num_ids: int = 100, seed: int = 0,
-                    size: tuple[int, int] = (128, 64), *, images_per_camera: tuple[int, int] = (6,
-                    10), images_per_modality: int = 10, occlusion_prob: float = 0.15,
-                    overwrite: bool = False) -> Path:
+def write_synthetic(
+    out: str | Path,
+    layout: str,
+    num_ids: int = 100,
+    seed: int = 0,
+    size: tuple[int, int] = (128, 64),
+    *,
+    images_per_camera: tuple[int, int] = (6, 10),
+    images_per_modality: int = 10,
+    occlusion_prob: float = 0.15,
+    overwrite: bool = False,
+) -> Path:
     """Write a complete synthetic RGB–IR dataset in the released ``layout`` under ``out``.
 
     Deterministic per parameters (same arguments → byte-identical files). A ``synthetic.json``
