@@ -24,7 +24,8 @@ class ModelOutput:
         part_weights: ω̃ (softmax over parts), shape (B, P); None without DF².
         fused_feat: f̃ = BN(f^g) + Σ_p ω̃_p f^p, shape (B, C); None without DF².
         fused_bn_feat: BN(f̃), the fused head's BNNeck feature, shape (B, C); None without DF².
-        fused_logits: identity logits of the DF² classifier, shape (B, num_classes); None without DF².
+        fused_logits: identity logits of the DF² classifier, shape (B, num_classes);
+            None without DF².
         num_rgb: how many leading rows are RGB samples.
     """
 
