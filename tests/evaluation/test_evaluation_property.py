@@ -1,27 +1,44 @@
 """Property tests: the vectorised metrics equal a plain per-query loop of the same definitions
-(``eval_reference_loop.py``) on random inputs with many tied distances, for both protocols,
-both ranking paths (counting smaller keys / full stable sort) and any chunk size."""
+(``eval_reference_loop.py``) on random inputs with many tied distances (and signed values,
+±0.0, ±inf), for both protocols, every ranking path (numpy counting of packed keys — with the
+padded-table and the reduceat identity dedup —, torch counting with sparse tie fix-up, full
+stable sort) and any chunk size."""
 
 from __future__ import annotations
 
+import contextlib
 from unittest import mock
 
 import numpy as np
 import pytest
+import torch
 from eval_reference_loop import loop_evaluate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from df2am.errors import EvaluationError
-from df2am.evaluation import evaluate, metrics
+from df2am.evaluation import _cpu_counting, evaluate, metrics
 
-# Force one ranking path: the threshold on average true matches per query below which the
-# sort-free counting path is used.
-PATHS = {"count": float("inf"), "sort": -1.0}
+# Force one ranking path: the thresholds on average true matches per query below which a
+# sort-free counting path is used, whether CPU chunks use the numpy counting path, and how wide
+# its per-identity dedup table may get before it switches to reduceat.
+INF = float("inf")
+PATHS = {
+    "count": {"_COUNT_PATH_MAX_AVG_MATCHES": INF},
+    "count-reduceat": {"_COUNT_PATH_MAX_AVG_MATCHES": INF, "_DEDUP_TABLE_MAX_RATIO": 0},
+    "torch-count": {"_COUNT_PATH_MAX_AVG_MATCHES": INF, "_TORCH_COUNT_PATH_MAX_AVG_MATCHES": INF,
+                    "_CPU_COUNTING": False},
+    "sort": {"_COUNT_PATH_MAX_AVG_MATCHES": -1.0},
+}
 
 
+@contextlib.contextmanager
 def _path(name):
-    return mock.patch.object(metrics, "_COUNT_PATH_MAX_AVG_MATCHES", PATHS[name])
+    with contextlib.ExitStack() as stack:
+        for attr, value in PATHS[name].items():
+            module = _cpu_counting if attr == "_DEDUP_TABLE_MAX_RATIO" else metrics
+            stack.enter_context(mock.patch.object(module, attr, value))
+        yield
 
 
 @st.composite
@@ -34,6 +51,12 @@ def cases(draw):
     levels = draw(st.integers(1, 4))
     dist = rng.integers(0, levels, size=(num_q, num_g)).astype(np.float32)
     if draw(st.booleans()):
+        # signed values, both zeros (equal as floats: ordered by gallery index), a subnormal
+        # and both infinities: the numpy path's integer keys must order them like floats
+        palette = np.array([-np.inf, -2.5, -1e-45, -0.0, 0.0, 1e-45, 0.5, np.inf],
+                           dtype=np.float32)
+        dist = palette[rng.integers(0, len(palette), size=(num_q, num_g))]
+    elif draw(st.booleans()):
         # infinite distances tie with each other (and with dropped entries in the counting
         # path's +inf masking): they must still be ordered by gallery index
         dist[dist == levels - 1] = np.inf
@@ -86,3 +109,44 @@ def test_chunk_size_and_path_do_not_change_results(protocol, case, other_chunk):
                      max_rank=max_rank, chunk_size=other_chunk)
     np.testing.assert_array_equal(a.cmc, b.cmc)
     assert (a.mAP, a.mINP, a.num_valid_queries) == (b.mAP, b.mINP, b.num_valid_queries)
+
+
+@pytest.mark.parametrize("path", ["count", "count-reduceat"])
+def test_identity_with_many_images_uses_a_wide_dedup_table(path):
+    # one identity with 12 kept images (dedup table width 16, read as two uint64 per row) and
+    # others with 1-3: the deduplicated rank must still count each identity once.
+    rng = np.random.default_rng(3)
+    g_ids = np.array([0] * 12 + [1, 1, 2, 2, 2])
+    # identity 0 never in camera 2, so cam-3 queries keep all 12 of its images
+    g_cams = np.where(g_ids == 0, rng.choice([1, 4, 5], g_ids.size),
+                      rng.choice([1, 2, 4, 5], g_ids.size))
+    with _path(path):
+        tables = _cpu_counting.CpuTables(np.array([0, 0]), g_ids, 3, np.array([2, 6]), g_cams)
+    for room in tables.rooms:  # the layout this test is about
+        assert room.dedup_width == 16
+        assert (room.dedup_cols is None) == (path == "count-reduceat")
+    q_ids = rng.integers(0, 3, 30)
+    q_cams = rng.choice([3, 6], 30)
+    dist = rng.integers(0, 6, size=(30, g_ids.size)).astype(np.float32)
+    expected = loop_evaluate(dist, q_ids, g_ids, q_cams, g_cams, "sysu", 6)
+    with _path(path):
+        got = evaluate(dist, q_ids, g_ids, q_cams, g_cams, protocol="sysu", max_rank=6)
+    np.testing.assert_allclose(got.cmc, expected[0], rtol=0, atol=1e-12)
+    assert got.mAP == pytest.approx(expected[1], abs=1e-12)
+    assert got.mINP == pytest.approx(expected[2], abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "int16", "float64", "int64"])
+def test_distance_dtypes_rank_like_float64(dtype):
+    # float16/bfloat16/int16 go through the numpy path (exact in float32), float64/int64 through
+    # the torch path; all must rank their values exactly.
+    rng = np.random.default_rng(4)
+    values = rng.integers(-3, 4, size=(20, 15))
+    q_ids, g_ids = rng.integers(0, 4, 20), rng.integers(0, 4, 15)
+    q_cams, g_cams = rng.choice([3, 6], 20), rng.choice([1, 2, 4, 5], 15)
+    dist = torch.from_numpy(values).to(getattr(torch, dtype))
+    expected = loop_evaluate(values.astype(np.float64), q_ids, g_ids, q_cams, g_cams, "sysu")
+    got = evaluate(dist, q_ids, g_ids, q_cams, g_cams, protocol="sysu")
+    np.testing.assert_allclose(got.cmc, expected[0], rtol=0, atol=1e-12)
+    assert got.mAP == pytest.approx(expected[1], abs=1e-12)
+    assert got.mINP == pytest.approx(expected[2], abs=1e-12)

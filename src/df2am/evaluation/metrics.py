@@ -20,21 +20,27 @@ Documented difference from the reference: when a (filtered, deduplicated) list i
 ``max_rank``, the reference returns a shorter / ragged CMC; here the cumulative value stays
 constant past the end of the list, so ``cmc`` always has length ``max_rank``.
 
-How it is vectorised (memory O(chunk × G), never O(Q × G)): for a chunk of query rows the
-``match`` and ``keep`` masks are built against the gallery, the (few) true matches are listed
-with ``nonzero``, and each match's 1-based position in the filtered stable ranking is found in
-one of two exact ways, chosen per chunk by cost:
+How it is vectorised (memory O(chunk × G), never O(Q × G)): each match's 1-based position in
+the filtered stable ranking of its query row is found in one of three exact ways, chosen per
+chunk by the average number of true matches per query (``_COUNT_PATH_MAX_AVG_MATCHES``):
 
-- counting (few matches per query, e.g. SYSU single-shot): the position of entry ``j`` is one
-  plus the number of kept entries whose ``(distance, gallery index)`` key is smaller — a
-  compare-and-count over the row, with exact ties resolved by index on their sparse list;
-- sorting (many matches per query, e.g. RegDB, large galleries): ``argsort(stable=True)`` of the
-  rows, then ``cumsum(keep)`` gives every entry's position.
+- numpy counting (CPU chunks whose dtype float32 holds exactly, up to 64 matches per query on
+  average: SYSU, RegDB, large galleries): the position of entry ``j`` is one plus the number of
+  kept entries whose ``(distance, gallery index)`` key is smaller; distances and columns are
+  packed into distinct int64 keys, rows grouped by (camera room, number of matches) into dense
+  blocks, and each match costs one compare-and-count pass — see
+  :mod:`df2am.evaluation._cpu_counting`;
+- torch counting (CUDA tensors and other CPU dtypes, few matches): the same count on float
+  distances with the ``match``/``keep`` masks and ``nonzero``, exact ties resolved by index on
+  their sparse list;
+- sorting (otherwise): ``argsort(stable=True)`` of the rows, then ``cumsum(keep)`` gives every
+  entry's position.
 
 With the positions of a row's matches in rank order, the k-th match has precision ``k / pos``
 (AP), the first gives the image-level CMC rank and the last mINP. The deduplicated SYSU rank is
-1 + the number of distinct ids with a kept entry ranked before the first true match (an
-``index_add`` per (query, id) when counting; a scatter-min of ranked positions when sorting).
+1 + the number of distinct ids with a kept entry ranked before the first true match (a
+per-identity "any" of ``key < first-match key`` in numpy, an ``index_add`` per (query, id) in the
+torch counting path, a scatter-min of ranked positions when sorting).
 
 Example::
 
@@ -57,6 +63,7 @@ import numpy as np
 import torch
 
 from df2am.errors import EvaluationError
+from df2am.evaluation import _cpu_counting
 from df2am.evaluation.distance import (
     Metric,
     _as_float_tensor,
@@ -202,6 +209,16 @@ class _Prepared:
             assert query_cams is not None and gallery_cams is not None
             self.q_cams = _sysu_cameras(query_cams)
             self.g_cams = _sysu_cameras(gallery_cams)
+        self._cpu_tables: _cpu_counting.CpuTables | None = None
+
+    def cpu_tables(self) -> _cpu_counting.CpuTables:
+        """The numpy lookups of the CPU counting path (built on first use; CPU labels only)."""
+        if self._cpu_tables is None:
+            sysu = self.protocol == "sysu"
+            self._cpu_tables = _cpu_counting.CpuTables(
+                self.q_ids.numpy(), self.g_ids.numpy(), self.num_ids,
+                self.q_cams.numpy() if sysu else None, self.g_cams.numpy() if sysu else None)
+        return self._cpu_tables
 
 
 class _Accumulator:
@@ -215,6 +232,14 @@ class _Accumulator:
         self.inps: list[np.ndarray] = []
         self.num_valid = 0
         self.num_queries = 0
+
+    def add(self, ap: np.ndarray, inp: np.ndarray, rank: np.ndarray) -> None:
+        """Add the per-query AP, INP and 1-based CMC rank of some valid queries."""
+        in_range = rank <= len(self.hist)
+        self.hist += np.bincount(rank[in_range] - 1, minlength=len(self.hist))
+        self.aps.append(ap)
+        self.inps.append(inp)
+        self.num_valid += int(rank.size)
 
     def result(self, protocol: str) -> EvalResult:
         if self.num_valid == 0:
@@ -310,10 +335,21 @@ def _distinct_before(masked: torch.Tensor, keep: torch.Tensor, g_ids: torch.Tens
     return _row_count(earlier)
 
 
-# Average true matches per query up to which the counting path (O(matches × G) compares) is
-# used instead of a full stable sort (O(G log G), roughly 50-70 element passes on CPU). SYSU
-# single-shot has at most 4 matches per query; RegDB has 10, large galleries more.
-_COUNT_PATH_MAX_AVG_MATCHES = 6.0
+# Average true matches per query up to which a counting path (O(matches × G) compares) is
+# used instead of a full stable sort. SYSU single-shot has at most 4 matches per query, RegDB
+# 10, large galleries more. On the CPU the numpy counting path (_cpu_counting) costs about one
+# cheap pass over the row per match, against ≈ 40-90 ns per element for torch's stable argsort
+# (G = 300 .. 100,000, 1 thread), so it pays up to far more matches than the torch counting path
+# (CUDA tensors, and CPU dtypes that float32 cannot hold exactly), which makes 3+ passes of
+# slower torch compares per match and is capped by _TORCH_COUNT_PATH_MAX_AVG_MATCHES.
+_COUNT_PATH_MAX_AVG_MATCHES = 64.0
+_TORCH_COUNT_PATH_MAX_AVG_MATCHES = 6.0
+# Whether CPU chunks of a float32-exact dtype use the numpy counting path (tests switch it off
+# to exercise the torch counting path that CUDA tensors use).
+_CPU_COUNTING = True
+# Distance dtypes that convert to float32 exactly: the numpy path packs float32 keys.
+_FLOAT32_EXACT = (torch.float32, torch.float16, torch.bfloat16, torch.uint8, torch.int8,
+                  torch.int16)
 
 
 def _rank_chunk(dist: torch.Tensor, rows: slice, prep: _Prepared, acc: _Accumulator) -> None:
@@ -329,6 +365,13 @@ def _rank_chunk(dist: torch.Tensor, rows: slice, prep: _Prepared, acc: _Accumula
         return
     _check_nan(dist, rows)
     sysu = prep.protocol == "sysu"
+    if _CPU_COUNTING and device.type == "cpu" and dist.dtype in _FLOAT32_EXACT:
+        tables = prep.cpu_tables()
+        if int(tables.q_count[rows].sum()) <= _COUNT_PATH_MAX_AVG_MATCHES * C:
+            arr = dist.detach().to(torch.float32).numpy()
+            for ap, inp, rank in _cpu_counting.rank_chunk(arr, rows, tables, dedup=sysu):
+                acc.add(ap, inp, rank)
+            return
     q_ids = prep.q_ids[rows]
     keep = None
     match = prep.g_ids[None, :] == q_ids[:, None]  # (C, G), gallery order
@@ -344,7 +387,7 @@ def _rank_chunk(dist: torch.Tensor, rows: slice, prep: _Prepared, acc: _Accumula
         return
     starts = torch.cumsum(counts, 0) - counts
 
-    if m_rows.numel() <= _COUNT_PATH_MAX_AVG_MATCHES * C:
+    if m_rows.numel() <= min(_COUNT_PATH_MAX_AVG_MATCHES, _TORCH_COUNT_PATH_MAX_AVG_MATCHES) * C:
         masked = dist if keep is None else torch.where(keep, dist, float("inf"))
         pos = _positions_by_counting(masked, keep, m_rows, m_cols)
         # Order each row's matches by rank (positions within a row are distinct).
