@@ -1,8 +1,8 @@
 """Property tests: the vectorised metrics equal a plain per-query loop of the same definitions
 (``eval_reference_loop.py``) on random inputs with many tied distances (and signed values,
 ±0.0, ±inf), for both protocols, every ranking path (numpy counting of packed keys — with the
-padded-table and the reduceat identity dedup —, torch counting with sparse tie fix-up, full
-stable sort) and any chunk size."""
+padded-table and the reduceat identity dedup, row-wise sums and per-row popcounts —, torch
+counting with sparse tie fix-up, full stable sort) and any chunk size."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ INF = float("inf")
 PATHS = {
     "count": {"_COUNT_PATH_MAX_AVG_MATCHES": INF},
     "count-reduceat": {"_COUNT_PATH_MAX_AVG_MATCHES": INF, "_DEDUP_TABLE_MAX_RATIO": 0},
+    "count-rowloop": {"_COUNT_PATH_MAX_AVG_MATCHES": INF, "_ROW_COUNT_LOOP_MIN_WIDTH": 0},
     "torch-count": {"_COUNT_PATH_MAX_AVG_MATCHES": INF, "_TORCH_COUNT_PATH_MAX_AVG_MATCHES": INF,
                     "_CPU_COUNTING": False},
     "sort": {"_COUNT_PATH_MAX_AVG_MATCHES": -1.0},
@@ -36,7 +37,7 @@ PATHS = {
 def _path(name):
     with contextlib.ExitStack() as stack:
         for attr, value in PATHS[name].items():
-            module = _cpu_counting if attr == "_DEDUP_TABLE_MAX_RATIO" else metrics
+            module = metrics if hasattr(metrics, attr) else _cpu_counting
             stack.enter_context(mock.patch.object(module, attr, value))
         yield
 

@@ -41,6 +41,11 @@ import numpy as np
 # times wider than the kept row; beyond that (very unbalanced identities) use reduceat.
 _DEDUP_TABLE_MAX_RATIO = 4
 
+# Rows at least this wide are counted one by one with count_nonzero (a SIMD popcount over the
+# whole row, ≈ 6× faster than a row-wise sum at 100,000 columns); narrower blocks use one
+# row-wise uint16 sum (≤ 65,535 columns, so it cannot overflow) to avoid per-row calls.
+_ROW_COUNT_LOOP_MIN_WIDTH = 4096
+
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
 
@@ -133,6 +138,14 @@ def _keys(block: np.ndarray) -> np.ndarray:
     return (bits.astype(np.int64) << 32) | cols.astype(np.int64)
 
 
+def _count_rows(mask: np.ndarray) -> np.ndarray:
+    """Number of True per row of a 2-D bool array."""
+    if mask.shape[1] >= min(_ROW_COUNT_LOOP_MIN_WIDTH, 65536):
+        return np.fromiter((np.count_nonzero(row) for row in mask), dtype=np.int64,
+                           count=mask.shape[0])
+    return np.add.reduce(mask.view(np.uint8), axis=1, dtype=np.uint16)
+
+
 def _distinct_ids_before(before: np.ndarray, room: _Room) -> np.ndarray:
     """Per row, the number of identities with at least one True column in ``before``."""
     if room.dedup_cols is None:
@@ -162,7 +175,7 @@ def _rank_group(dist: np.ndarray, rows: np.ndarray, room: _Room, m: int, q_ids: 
     pos = np.empty((n, m), dtype=np.int64)
     for t in range(m):
         np.less(keys, match_keys[:, t:t + 1], out=below)
-        pos[:, t] = below.view(np.uint8).sum(axis=1, dtype=np.int64)
+        pos[:, t] = _count_rows(below)
     pos.sort(axis=1)
     pos += 1  # 1-based positions in the filtered list, in rank order (keys are distinct)
     pos_f = pos.astype(np.float64)
