@@ -173,8 +173,8 @@ def _labels(x: object, name: str, length: int, device: torch.device) -> torch.Te
     return t.to(device=device, dtype=torch.int64)
 
 
-def _sysu_cameras(cams: torch.Tensor) -> torch.Tensor:
-    mapped = cams.clone()
+def _sysu_cameras(cams: np.ndarray) -> np.ndarray:
+    mapped = cams.copy()
     for src, dst in _SYSU_CAMERA_MAP.items():
         mapped[cams == src] = dst
     return mapped
@@ -193,31 +193,38 @@ class _Prepared:
                  protocol: str, max_rank: int) -> None:
         self.protocol = protocol
         self.max_rank = max_rank
+        device = gallery_ids.device
+        # Label bookkeeping is O(Q + G) work on small arrays: done once in numpy (torch's
+        # intra-op threads only add wake-up latency here), then moved to the ranking device.
+        q_np, g_np = query_ids.cpu().numpy(), gallery_ids.cpu().numpy()
         # Compact gallery ids 0..U-1 so the dedup scatter has U columns, not max(id) columns.
-        uniq, g_compact = torch.unique(gallery_ids, return_inverse=True)
-        self.num_ids = int(uniq.numel())
-        self.g_ids = g_compact
+        uniq, g_compact = np.unique(g_np, return_inverse=True)
+        self.num_ids = int(uniq.size)
         if self.num_ids:
-            idx = torch.searchsorted(uniq, query_ids).clamp_(max=self.num_ids - 1)
-            present = uniq[idx] == query_ids
+            idx = np.minimum(np.searchsorted(uniq, q_np), self.num_ids - 1)
+            present = uniq[idx] == q_np
         else:
-            idx = torch.zeros_like(query_ids)
-            present = torch.zeros_like(query_ids, dtype=torch.bool)
+            idx = np.zeros_like(q_np)
+            present = np.zeros(q_np.shape, dtype=bool)
         # -1 never equals a compact gallery id: such a query has no match and is skipped.
-        self.q_ids = torch.where(present, idx, torch.full_like(idx, -1))
+        self.q_ids_np = np.where(present, idx, -1).astype(np.int64)
+        self.g_ids_np = g_compact.reshape(-1).astype(np.int64)
+        self.q_ids = torch.from_numpy(self.q_ids_np).to(device)
+        self.g_ids = torch.from_numpy(self.g_ids_np).to(device)
+        self.q_cams_np = self.g_cams_np = None
         if protocol == "sysu":
             assert query_cams is not None and gallery_cams is not None
-            self.q_cams = _sysu_cameras(query_cams)
-            self.g_cams = _sysu_cameras(gallery_cams)
+            self.q_cams_np = _sysu_cameras(query_cams.cpu().numpy())
+            self.g_cams_np = _sysu_cameras(gallery_cams.cpu().numpy())
+            self.q_cams = torch.from_numpy(self.q_cams_np).to(device)
+            self.g_cams = torch.from_numpy(self.g_cams_np).to(device)
         self._cpu_tables: _cpu_counting.CpuTables | None = None
 
     def cpu_tables(self) -> _cpu_counting.CpuTables:
         """The numpy lookups of the CPU counting path (built on first use; CPU labels only)."""
         if self._cpu_tables is None:
-            sysu = self.protocol == "sysu"
             self._cpu_tables = _cpu_counting.CpuTables(
-                self.q_ids.numpy(), self.g_ids.numpy(), self.num_ids,
-                self.q_cams.numpy() if sysu else None, self.g_cams.numpy() if sysu else None)
+                self.q_ids_np, self.g_ids_np, self.num_ids, self.q_cams_np, self.g_cams_np)
         return self._cpu_tables
 
 
@@ -363,15 +370,20 @@ def _rank_chunk(dist: torch.Tensor, rows: slice, prep: _Prepared, acc: _Accumula
     acc.num_queries += C
     if C == 0 or G == 0:
         return
-    _check_nan(dist, rows)
     sysu = prep.protocol == "sysu"
     if _CPU_COUNTING and device.type == "cpu" and dist.dtype in _FLOAT32_EXACT:
         tables = prep.cpu_tables()
         if int(tables.q_count[rows].sum()) <= _COUNT_PATH_MAX_AVG_MATCHES * C:
             arr = dist.detach().to(torch.float32).numpy()
+            # The NaN screen's cheap sum in numpy too (single-threaded, like the rest of it).
+            with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf is fine here
+                finite = bool(np.isfinite(arr.sum()))
+            if not finite:
+                _check_nan(dist, rows)
             for ap, inp, rank in _cpu_counting.rank_chunk(arr, rows, tables, dedup=sysu):
                 acc.add(ap, inp, rank)
             return
+    _check_nan(dist, rows)
     q_ids = prep.q_ids[rows]
     keep = None
     match = prep.g_ids[None, :] == q_ids[:, None]  # (C, G), gallery order
