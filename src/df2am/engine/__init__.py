@@ -31,8 +31,15 @@ _EXPORTS: dict[str, str] = {
     "evaluate_model": "df2am.engine.evaluator",
     "write_eval_outputs": "df2am.engine.evaluator",
     "EvalReport": "df2am.engine.evaluator",
+    "format_table": "df2am.engine.evaluator",
     "load_model": "df2am.engine.api",
     "extract_features": "df2am.engine.api",
+    "search": "df2am.engine.api",
+    "evaluate_checkpoint": "df2am.engine.api",
+    # the demo and sweeps
+    "run_demo": "df2am.engine.demo",
+    "DemoResult": "df2am.engine.demo",
+    "run_sweep": "df2am.engine.sweep",
 }
 
 __all__ = sorted(_EXPORTS)
