@@ -175,3 +175,25 @@ def test_all_specs_together_need_45_sysu_and_10_regdb_models() -> None:
                 models[_model_key(config_to_dict(cfg))] = cfg.data.dataset
     assert sorted(models.values()).count("sysu") == 45
     assert sorted(models.values()).count("regdb") == 10
+
+
+def test_demo_scale_example_specs_match_the_paper_rows() -> None:
+    """configs/examples: Table 3 and Table 4 on the demo recipe switch the same terms / P as
+    the paper's specs, and every P divides its feature height (input height / 16)."""
+    t3 = load_spec(REPO / "configs" / "examples" / "demo_table3.yaml")
+    got = {run.name: _losses(resolve_run(t3, run)) for run in t3.runs}
+    assert got == {
+        "baseline": (False, True, False, False),
+        "df2": (True, True, True, False),
+        "am": (False, True, False, True),
+        "df2am_no_lb": (True, False, True, True),
+        "df2am": (True, True, True, True),
+    }
+    t4 = load_spec(REPO / "configs" / "examples" / "demo_table4.yaml")
+    parts = {}
+    for run in t4.runs:
+        cfg = resolve_run(t4, run)
+        assert (cfg.data.height // 16) % cfg.model.num_parts == 0
+        assert cfg.model.depth == 18 and cfg.loss.triplet_mode == "joint"  # the demo recipe
+        parts[run.name] = cfg.model.num_parts
+    assert parts == {"p3": 3, "p4": 4, "p5": 5}
