@@ -39,7 +39,8 @@ from df2am.config import Config, DataConfig, config_from_dict
 from df2am.data.cache import decode_resize
 from df2am.data.transforms import TestTransform
 from df2am.engine.checkpoint import MODEL_KEYS, load_checkpoint
-from df2am.engine.evaluator import EvalReport, evaluate_model, resolve_device, write_eval_outputs
+from df2am.engine.evaluator import EvalReport, evaluate_model, write_eval_outputs
+from df2am.engine.precision import resolve_device
 from df2am.errors import CheckpointError, ConfigError, DatasetError
 from df2am.models import DF2AMNet, build_model
 
@@ -91,7 +92,7 @@ def load_model(
             f"num_classes={ckpt['num_classes']}): {exc}"
         ) from None
     model.run_config = cfg  # type: ignore[attr-defined]
-    model.to(resolve_device(device))
+    model.to(resolve_device(device, key="device"))
     model.eval()
     logger.info("loaded %s (epoch %s)", path, ckpt.get("epoch", "?"))
     return model, cfg
@@ -181,7 +182,7 @@ def extract_features(
     if device is None:
         dev = next(model.parameters()).device
     else:
-        dev = resolve_device(device)
+        dev = resolve_device(device, key="device")
         model.to(dev)
     chunks: list[torch.Tensor] = []
     for start in range(0, len(images), batch_size):

@@ -48,6 +48,7 @@ from df2am.data.loader import build_test_loader
 from df2am.data.protocol import test_split
 from df2am.data.records import ImageRecord
 from df2am.engine.plots import plot_cmc
+from df2am.engine.precision import resolve_device
 from df2am.errors import ConfigError, DatasetError
 from df2am.evaluation import EvalResult, TrialSummary, aggregate_trials, evaluate_features
 
@@ -73,20 +74,6 @@ _TABLE_ROWS = (
     ("mAP", "mAP"),
     ("mINP", "mINP"),
 )
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else as given (checked)."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"device: expected 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from exc
 
 
 @dataclass
@@ -223,7 +210,7 @@ def extract_records(
             f"extract_records expects images of one modality, got {sorted(modalities) or 'none'}"
         )
     (modality,) = modalities
-    dev = resolve_device(device)
+    dev = resolve_device(device, key="device")
     loader = build_test_loader(
         list(records),
         root,
@@ -304,7 +291,7 @@ def evaluate_model(
     split = split_file if split_file is not None else ev.split_file
     if ev.max_rank < 20:
         raise ConfigError(f"eval.max_rank must be >= 20 (Rank-20 is reported), got {ev.max_rank}")
-    dev = resolve_device(device)
+    dev = resolve_device(device, key="device")
     model.to(dev)
 
     def extract(records: Sequence[ImageRecord]) -> torch.Tensor:

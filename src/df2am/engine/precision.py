@@ -41,25 +41,34 @@ __all__ = [
 ]
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` | ``cpu`` | ``cuda`` → a concrete device (``cuda:<local_rank>`` on GPUs)."""
+def resolve_device(
+    name: str | torch.device, local_rank: int = 0, key: str = "train.device"
+) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` (or a ``torch.device``) → a concrete device.
+
+    Plain ``cuda`` means ``cuda:<local_rank>`` (one GPU per torchrun process). ``key`` names the
+    setting in error messages (``train.device`` for training, ``--device`` for evaluation).
+    """
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":
         return torch.device("cpu")
-    if name == "cuda":
+    if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise ConfigError(
-                "train.device=cuda but CUDA is not available on this machine "
-                "(use train.device=cpu or train.device=auto)"
+                f"{key}={name} but CUDA is not available on this machine "
+                f"(use {key}=cpu or {key}=auto)"
             )
-        if local_rank >= torch.cuda.device_count():
+        index = local_rank if name == "cuda" else name.split(":", 1)[1]
+        if not str(index).isdigit() or int(index) >= torch.cuda.device_count():
             raise ConfigError(
-                f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} CUDA device(s) "
-                "are visible"
+                f"{key}={name} (local rank {local_rank}): only {torch.cuda.device_count()} "
+                "CUDA device(s) are visible"
             )
-        return torch.device("cuda", local_rank)
-    raise ConfigError(f"train.device: expected one of ['auto', 'cpu', 'cuda'], got {name!r}")
+        return torch.device("cuda", int(index))
+    raise ConfigError(f"{key}: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
