@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -103,7 +104,7 @@ def _decode_into(
             total=len(records),
             desc=f"decoding {len(records)} images to {size[0]}x{size[1]}",
             unit="img",
-            disable=len(records) < 256,
+            disable=len(records) < 256 or not sys.stderr.isatty(),  # no bars in log files
             leave=False,
         ):
             pass

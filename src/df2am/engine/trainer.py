@@ -53,6 +53,7 @@ import dataclasses
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -604,7 +605,9 @@ def _train_epoch(
     bar = tqdm(
         total=iters,
         desc=f"epoch {epoch + 1}/{tc.epochs}",
-        disable=not ctx.is_main,
+        # Off when stderr is not a terminal (sweep logs, CI): the per-epoch log line carries
+        # the same numbers without hundreds of redrawn bars.
+        disable=not ctx.is_main or not sys.stderr.isatty(),
         dynamic_ncols=True,
         leave=False,
     )
