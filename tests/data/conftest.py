@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.io
 from PIL import Image
 
 
@@ -88,6 +89,31 @@ def regdb_split(num_ids: int, trial: int) -> tuple[list[int], list[int]]:
     return rotated[:half], rotated[half:]
 
 
+def write_rand_perm_cam(path: Path, cells: list[list[np.ndarray]]) -> Path:
+    """Write the official split file's structure: a (6,1) cell of (N,1) cells of (10, n)
+    matrices (``cells[camera][pid - 1]``), as ``scipy.io.savemat`` stores MATLAB cells."""
+    top = np.empty((6, 1), dtype=object)
+    for c, entries in enumerate(cells):
+        cell = np.empty((len(entries), 1), dtype=object)
+        for i, matrix in enumerate(entries):
+            cell[i, 0] = matrix
+        top[c, 0] = cell
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(str(path), {"rand_perm_cam": top})
+    return path
+
+
+def fixed_perm_cells(counts: dict[int, dict[int, int]], num_persons: int,
+                     descending: bool) -> list[list[np.ndarray]]:
+    """Cells whose 10 rows are all 1..n (or n..1) for the image counts ``counts[pid][cam]``."""
+    def row(n: int) -> np.ndarray:
+        r = np.arange(n, 0, -1) if descending else np.arange(1, n + 1)
+        return np.tile(r.astype(np.uint8), (10, 1)).reshape(10, n)
+
+    return [[row(counts.get(pid, {}).get(cam, 0)) for pid in range(1, num_persons + 1)]
+            for cam in range(1, 7)]
+
+
 @pytest.fixture
 def sysu_root(tmp_path: Path) -> Path:
     """A small SYSU tree: train ids 1, 2 (+ val 4), test ids 3, 5, 7 with gaps per camera.
@@ -120,3 +146,15 @@ def make_sysu_tree() -> Callable[..., Path]:
 def make_regdb_tree() -> Callable[..., Path]:
     """:func:`write_regdb_tree` as a fixture."""
     return write_regdb_tree
+
+
+@pytest.fixture
+def save_rand_perm_cam() -> Callable[..., Path]:
+    """:func:`write_rand_perm_cam` as a fixture."""
+    return write_rand_perm_cam
+
+
+@pytest.fixture
+def perm_cells() -> Callable[..., list[list[np.ndarray]]]:
+    """:func:`fixed_perm_cells` as a fixture."""
+    return fixed_perm_cells

@@ -87,21 +87,12 @@ def test_protocol_sysu_indoor_differs(capsys, sysu_root: Path) -> None:
     assert [(g["pid"], g["cam"]) for g in out["gallery"]] == [(3, 1), (5, 1), (5, 2)]
 
 
-def test_protocol_sysu_official_with_split_file(capsys, sysu_root: Path, tmp_path: Path) -> None:
-    import numpy as np
-    import scipy.io
-
+def test_protocol_sysu_official_with_split_file(
+    capsys, sysu_root: Path, tmp_path: Path, save_rand_perm_cam, perm_cells
+) -> None:
     # Every (id, cam) folder of the fixture gets "the last image first" in every row.
     counts = {3: {1: 4, 4: 2, 5: 3}, 5: {1: 3, 2: 5, 4: 1, 5: 2}, 7: {4: 3, 5: 2}}
-    top = np.empty((6, 1), dtype=object)
-    for cam in range(1, 7):
-        cell = np.empty((7, 1), dtype=object)
-        for pid in range(1, 8):
-            n = counts.get(pid, {}).get(cam, 0)
-            cell[pid - 1, 0] = np.tile(np.arange(n, 0, -1, dtype=np.uint8), (10, 1)).reshape(10, n)
-        top[cam - 1, 0] = cell
-    split = tmp_path / "perm.mat"
-    scipy.io.savemat(str(split), {"rand_perm_cam": top})
+    split = save_rand_perm_cam(tmp_path / "perm.mat", perm_cells(counts, 7, descending=True))
     argv = ["protocol", "sysu", "--root", str(sysu_root), "--mode", "all", "--trial", "1"]
     out = run_json(capsys, [*argv, "--sampler", "official", "--split-file", str(split)])
     assert [g["path"] for g in out["gallery"]] == [

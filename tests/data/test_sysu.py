@@ -210,21 +210,10 @@ def make_permutations(num_persons: int, seed: int = 0) -> list[list[np.ndarray]]
     return cells
 
 
-def save_rand_perm_cam(path: Path, cells: list[list[np.ndarray]]) -> Path:
-    """Write the real file's structure: a (6,1) cell of (N,1) cells of (10, n) matrices."""
-    top = np.empty((6, 1), dtype=object)
-    for c, entries in enumerate(cells):
-        cell = np.empty((len(entries), 1), dtype=object)
-        for i, matrix in enumerate(entries):
-            cell[i, 0] = matrix
-        top[c, 0] = cell
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scipy.io.savemat(str(path), {"rand_perm_cam": top})
-    return path
-
-
 @pytest.fixture
-def official_root(tmp_path: Path, make_sysu_tree) -> tuple[Path, list[list[np.ndarray]]]:
+def official_root(
+    tmp_path: Path, make_sysu_tree, save_rand_perm_cam
+) -> tuple[Path, list[list[np.ndarray]]]:
     root = make_sysu_tree(tmp_path / "SYSU", OFFICIAL_IMAGES, train=[1], val=[], test=[9, 2])
     cells = make_permutations(num_persons=10)
     save_rand_perm_cam(root / "exp" / "rand_perm_cam.mat", cells)
@@ -264,7 +253,9 @@ def test_official_gallery(official_root, shots: int, mode: str, trial: int) -> N
     assert all(r.path.startswith(f"cam{r.cam}/{r.pid:04d}/") for r in gallery)
 
 
-def test_official_split_file_given_by_path(official_root, tmp_path: Path) -> None:
+def test_official_split_file_given_by_path(
+    official_root, tmp_path: Path, save_rand_perm_cam
+) -> None:
     root, cells = official_root
     other = make_permutations(num_persons=10, seed=7)
     elsewhere = save_rand_perm_cam(tmp_path / "elsewhere" / "split.mat", other)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import scipy.io
 
 from df2am.cli import main
 from df2am.data.verify import CountRow, verify_dataset
@@ -111,17 +109,11 @@ def test_missing_camera_and_empty_folder(sysu_root: Path) -> None:
     assert any("empty id folder" in m for m in messages(report))
 
 
-def test_official_split_file_checked(sysu_root: Path) -> None:
+def test_official_split_file_checked(sysu_root: Path, save_rand_perm_cam, perm_cells) -> None:
     counts = {3: {1: 4, 4: 2, 5: 3}, 5: {1: 3, 2: 5, 4: 1, 5: 2}, 7: {4: 3, 5: 2}}
-    top = np.empty((6, 1), dtype=object)
-    for cam in range(1, 7):
-        cell = np.empty((7, 1), dtype=object)
-        for pid in range(1, 8):
-            n = counts.get(pid, {}).get(cam, 0)
-            cell[pid - 1, 0] = np.tile(np.arange(1, n + 1, dtype=np.uint8), (10, 1)).reshape(10, n)
-        top[cam - 1, 0] = cell
-    path = sysu_root / "exp" / "rand_perm_cam.mat"
-    scipy.io.savemat(str(path), {"rand_perm_cam": top})
+    path = save_rand_perm_cam(
+        sysu_root / "exp" / "rand_perm_cam.mat", perm_cells(counts, 7, descending=False)
+    )
     assert verify_dataset("sysu", sysu_root).ok
     (sysu_root / "cam4" / "0007" / "0003.jpg").unlink()
     report = verify_dataset("sysu", sysu_root)
