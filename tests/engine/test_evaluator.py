@@ -145,6 +145,33 @@ def test_sysu_trials_match_independent_evaluation(sysu_root: Path, model: torch.
         assert value == pytest.approx(want[key], abs=1e-4)
 
 
+def test_diagnose_reports_alignment_of_the_extracted_features(
+    sysu_root: Path, model: torch.nn.Module, tmp_path: Path
+):
+    from df2am.evaluation import ALIGNMENT_KEYS, modality_alignment
+
+    report = evaluate_model(model, tiny_config(), sysu_root, trials=2, diagnose=True)
+    query = sysu_query(sysu_root, "all")
+    seen: set[str] = set()
+    union = [r for t in range(2) for r in sysu_gallery(sysu_root, "all", t)
+             if not (r.path in seen or seen.add(r.path))]
+    want = modality_alignment(
+        _independent_feats(model, sysu_root, union, "rgb"),
+        _independent_feats(model, sysu_root, query, "ir"),
+        np.array([r.pid for r in union]), np.array([r.pid for r in query]),
+        np.array([r.cam for r in union]), np.array([r.cam for r in query]),
+    ).to_dict()
+    assert report.alignment is not None and list(report.alignment) == list(ALIGNMENT_KEYS)
+    for key, value in want.items():
+        assert report.alignment[key] == pytest.approx(value, abs=1e-4), key
+    doc = json.loads(write_eval_outputs(report, tmp_path, plot=False).read_text())
+    assert doc["alignment"]["cross_gap"] == pytest.approx(want["cross_gap"], abs=1e-4)
+    assert "IR → RGB" in format_table(report)
+    # Without --diagnose nothing changes in the outputs.
+    plain = evaluate_model(model, tiny_config(), sysu_root, trials=2)
+    assert plain.alignment is None and "alignment" not in plain.to_dict()
+
+
 def test_results_json_and_cmc_png(sysu_root: Path, model: torch.nn.Module, tmp_path: Path):
     report = evaluate_model(model, tiny_config(), sysu_root, trials=2)
     path = write_eval_outputs(report, tmp_path / "out", extra={"checkpoint": "x.pt"})

@@ -168,6 +168,14 @@ def test_two_epoch_run_with_validation_via_cli(tiny_root, tmp_path, capsys):
         assert r["loss"] == pytest.approx(parts_sum, rel=1e-5)  # Eq. 4: total = Σ weighted parts
     val = read_metrics(run, "val")
     assert [r["epoch"] for r in val] == [1, 2]
+    # The modality-alignment diagnostic rides along with every validation.
+    from df2am.evaluation import ALIGNMENT_KEYS
+
+    assert list(val[0]["align"]) == list(ALIGNMENT_KEYS)
+    assert 0 <= val[0]["align"]["ir2rgb_mAP"] <= 100
+    # IR→RGB of the alignment report is the selection metric's ranking (same features).
+    assert val[0]["align"]["ir2rgb_mAP"] == pytest.approx(val[0]["mAP"], abs=1e-3)
+    assert "alignment: R1/mAP within RGB" in (run / "train.log").read_text()
 
     # model_final.pt = the best validation epoch, in the checkpoint format.
     final = load_checkpoint(run / "model_final.pt")

@@ -59,6 +59,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["fused", "global", "bn_global"],
         help="test feature (default model.test_feature)",
     )
+    p.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="also report modality alignment: within-RGB, within-IR and cross-modality "
+        "Rank-1/mAP and the cross-modality positive/negative distance gap (results.json "
+        "'alignment')",
+    )
     p.set_defaults(func=_run_eval)
 
     d = sub.add_parser(
@@ -104,6 +111,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         feature=args.feature,
         flip=args.flip,
+        diagnose=args.diagnose,
     )
     out = args.out
     if out is None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,7 +51,14 @@ from df2am.data.records import ImageRecord
 from df2am.engine.plots import plot_cmc
 from df2am.engine.precision import resolve_device
 from df2am.errors import ConfigError, DatasetError
-from df2am.evaluation import EvalResult, TrialSummary, aggregate_trials, evaluate_features
+from df2am.evaluation import (
+    AlignmentReport,
+    EvalResult,
+    TrialSummary,
+    aggregate_trials,
+    evaluate_features,
+    modality_alignment,
+)
 
 __all__ = [
     "EvalReport",
@@ -97,6 +105,9 @@ class EvalReport:
         num_gallery: gallery images per trial.
         num_gallery_extracted: distinct gallery images whose features were computed.
         seconds: wall time of the whole run (extraction + metrics).
+        alignment: with ``diagnose=True``, the modality-alignment report
+            (:func:`df2am.evaluation.modality_alignment`) of the query images and the distinct
+            gallery images of all trials; None otherwise.
     """
 
     dataset: str
@@ -115,6 +126,7 @@ class EvalReport:
     num_gallery: list[int]
     num_gallery_extracted: int
     seconds: float
+    alignment: dict[str, float] | None = None
 
     @property
     def title(self) -> str:
@@ -177,6 +189,8 @@ class EvalReport:
             "per_trial": per_trial,
             "cmc": {"rank": list(range(1, len(mean) + 1)), "mean": mean, "std": std},
             "seconds": round(self.seconds, 3),
+            **({} if self.alignment is None else {"alignment": {
+                k: (None if math.isnan(v) else v) for k, v in self.alignment.items()}}),
         }
 
 
@@ -260,6 +274,7 @@ def evaluate_model(
     cache_dir: str | Path | None = None,
     feature: str | None = None,
     flip: bool | None = None,
+    diagnose: bool = False,
 ) -> EvalReport:
     """Evaluate ``model`` with the test protocol of ``cfg.eval`` (overridable per argument).
 
@@ -275,6 +290,9 @@ def evaluate_model(
             valid, so anything but 1 is an error there.
         cache_dir: decoded-image cache of the test loader (None = no cache).
         feature, flip: test feature and flip averaging; None = ``cfg.model`` values.
+        diagnose: also compute the modality-alignment report (``EvalReport.alignment``) of
+            the features already extracted: within-RGB, within-IR and cross-modality
+            Rank-1/mAP and the cross-modality distance gap.
 
     Returns:
         An :class:`EvalReport`.
@@ -393,6 +411,10 @@ def evaluate_model(
         )
         results.append(res)
     summary = aggregate_trials(results)
+    alignment = None
+    if diagnose:
+        alignment = _alignment(query, query_feats, union, union_feats)
+        logger.info("modality alignment: %s", AlignmentReport(alignment).summary())
     return EvalReport(
         dataset=dataset,
         mode=mode,
@@ -410,7 +432,30 @@ def evaluate_model(
         num_gallery=[len(g) for g in galleries],
         num_gallery_extracted=len(union),
         seconds=time.perf_counter() - start,
+        alignment=alignment,
     )
+
+
+def _alignment(
+    query: Sequence[ImageRecord],
+    query_feats: torch.Tensor,
+    gallery: Sequence[ImageRecord],
+    gallery_feats: torch.Tensor,
+) -> dict[str, float]:
+    """The alignment report of the query + distinct gallery images, split by modality."""
+    recs = list(query) + list(gallery)
+    feats = torch.cat([query_feats, gallery_feats])
+    rows = {m: [i for i, r in enumerate(recs) if r.modality == m] for m in ("rgb", "ir")}
+    if not rows["rgb"] or not rows["ir"]:
+        raise DatasetError("--diagnose needs test images of both modalities")
+
+    def pick(m: str) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        idx = rows[m]
+        ids, cams = _ids_cams([recs[i] for i in idx])
+        return feats[torch.as_tensor(idx)], ids, cams
+
+    (rf, rid, rcam), (inf, iid, icam) = pick("rgb"), pick("ir")
+    return modality_alignment(rf, inf, rid, iid, rcam, icam).to_dict()
 
 
 # --------------------------------------------------------------------------- reporting
@@ -433,6 +478,18 @@ def format_table(report: EvalReport, *, label: str | None = None) -> str:
     lines = [head, f"  {'metric':<8} {'mean':>7} ± {'std':>5} (%)"]
     for name, key in _TABLE_ROWS:
         lines.append(f"  {name:<8} {m[key]:7.2f} ± {m[key + '_std']:5.2f}")
+    if report.alignment is not None:
+        a = report.alignment
+        lines += [
+            "  modality alignment (all query + gallery images; Rank-1 / mAP %):",
+            f"    within RGB  {a['rgb2rgb_rank1']:6.2f} / {a['rgb2rgb_mAP']:6.2f}",
+            f"    within IR   {a['ir2ir_rank1']:6.2f} / {a['ir2ir_mAP']:6.2f}",
+            f"    IR → RGB    {a['ir2rgb_rank1']:6.2f} / {a['ir2rgb_mAP']:6.2f}",
+            f"    RGB → IR    {a['rgb2ir_rank1']:6.2f} / {a['rgb2ir_mAP']:6.2f}",
+            f"    cross-modality distance: positives {a['cross_pos_dist']:.3f}, negatives "
+            f"{a['cross_neg_dist']:.3f}, gap {a['cross_gap']:+.3f}; "
+            f"RGB/IR centroid distance {a['centroid_dist']:.3f}",
+        ]
     return "\n".join(lines)
 
 

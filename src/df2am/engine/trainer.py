@@ -91,6 +91,7 @@ from df2am.engine.precision import (
     seed_everything,
 )
 from df2am.errors import ConfigError, Df2amError
+from df2am.evaluation import AlignmentReport
 
 __all__ = [
     "TrainResult",
@@ -240,9 +241,13 @@ def _validate(
     *,
     device: torch.device,
     cache_dir: str,
-) -> dict[str, float]:
+) -> dict[str, Any]:
+    """IR → RGB retrieval on the validation ids (``rank1``, ``mAP``, ``mINP``; the model
+    selection criterion) and, under ``align``, the modality-alignment report of the same
+    features (:func:`df2am.evaluation.modality_alignment`: within-RGB, within-IR and
+    cross-modality Rank-1/mAP, the cross-modality positive/negative distance gap)."""
     from df2am.engine.evaluator import extract_records
-    from df2am.evaluation import evaluate_features
+    from df2am.evaluation import evaluate_features, modality_alignment
 
     def feats(records: list[ImageRecord]) -> torch.Tensor:
         return extract_records(
@@ -256,11 +261,13 @@ def _validate(
         )
 
     q, g = feats(query), feats(gallery)
+    q_ids = np.asarray([r.pid for r in query])
+    g_ids = np.asarray([r.pid for r in gallery])
     res = evaluate_features(
         q,
         g,
-        np.asarray([r.pid for r in query]),
-        np.asarray([r.pid for r in gallery]),
+        q_ids,
+        g_ids,
         None,
         None,
         protocol="regdb",  # image-level CMC, no camera filter: query and gallery differ anyway
@@ -268,7 +275,12 @@ def _validate(
         max_rank=min(cfg.eval.max_rank, len(gallery)),
     )
     d = res.to_dict()
-    return {"rank1": d["rank1"], "mAP": d["mAP"], "mINP": d["mINP"]}
+    align = modality_alignment(
+        g, q, g_ids, q_ids, np.asarray([r.cam for r in gallery]), np.asarray([r.cam for r in query])
+    ).to_dict()
+    # NaN (a modality with one image per id) is not JSON: logged as null.
+    align_json = {k: (None if math.isnan(v) else v) for k, v in align.items()}
+    return {"rank1": d["rank1"], "mAP": d["mAP"], "mINP": d["mINP"], "align": align_json}
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -526,8 +538,10 @@ def _train(
                 val_history.append({"epoch": done, **metrics})
                 mlog.write({"event": "val", "epoch": done, **metrics}, step=done)
                 logger.info(
-                    "epoch %d validation: rank1 %.2f%% mAP %.2f%%", done, metrics["rank1"],
-                    metrics["mAP"],
+                    "epoch %d validation: rank1 %.2f%% mAP %.2f%%; alignment: %s", done,
+                    metrics["rank1"], metrics["mAP"], AlignmentReport(
+                        {k: math.nan if v is None else v for k, v in metrics["align"].items()}
+                    ).summary(),
                 )
                 if metrics["mAP"] > best["mAP"]:
                     best = {"epoch": done, "mAP": metrics["mAP"]}

@@ -26,6 +26,7 @@ Usage::
     summary.to_dict()   # rank1, rank1_std, rank5, ..., mAP, mAP_std, mINP, mINP_std (percent)
 """
 
+from df2am.evaluation.alignment import ALIGNMENT_KEYS, AlignmentReport, modality_alignment
 from df2am.evaluation.distance import METRICS, Metric, pairwise_distance
 from df2am.evaluation.metrics import (
     DEFAULT_CHUNK_BYTES,
@@ -39,6 +40,9 @@ from df2am.evaluation.metrics import (
 from df2am.evaluation.trials import TrialSummary, aggregate_trials
 
 __all__ = [
+    "ALIGNMENT_KEYS",
+    "AlignmentReport",
+    "modality_alignment",
     "DEFAULT_CHUNK_BYTES",
     "METRICS",
     "PROTOCOLS",
