@@ -55,8 +55,15 @@ class ModelConfig:
     #: Build the DF² module (part pooling + attention + fused head). Off for the Table 3 baseline.
     df2_module: bool = True
     num_parts: int = 4
-    #: "part": ω_p from f^p alone (Sec. 3.3, default); "part_global": from [f^p; f^g].
-    part_attention: Literal["part", "part_global"] = "part"
+    #: "strict": P must divide the feature height H (equal strips); "adaptive": PyTorch's
+    #: adaptive pooling bins (rows floor(pH/P) .. ceil((p+1)H/P) - 1, may overlap), any P.
+    part_pooling: Literal["strict", "adaptive"] = "strict"
+    #: "part": ω_p from f^p alone (Sec. 3.3, default); "part_global": from [f^p; f^g];
+    #: "global_vector": one learned ω ∈ R^P shared by all images.
+    part_attention: Literal["part", "part_global", "global_vector"] = "part"
+    #: ResNet stages after the stem that are modality-specific (0: only the stems; 1: + layer1;
+    #: 2: + layer1 and layer2). The rest of layer1–layer4 is shared.
+    specific_stages: int = 0
     #: Test feature: "fused" (BN(f̃), default), "global" (f^g) or "bn_global" (BN(f^g)).
     test_feature: Literal["fused", "global", "bn_global"] = "fused"
     #: Average the features of the image and its horizontal flip at test time.
@@ -75,6 +82,13 @@ class LossConfig:
     affinity_delta: float = 1.0  # δ of Eq. 11
     lambda_df2: float = 1.1  # λ
     zeta_affinity: float = 1.5  # ζ
+    #: How L_A's B² pair terms are reduced: "pairs" (mean), "row" (Σ_j, mean over anchors) or
+    #: "sum" (Eq. 12 as printed). See docs/method.md for what ζ means with each.
+    affinity_reduction: Literal["pairs", "row", "sum"] = "pairs"
+    #: Feature L_A is computed on: "global" (f^g, §3.4) or "bn_global" (BN(f^g), centred).
+    affinity_feature: Literal["global", "bn_global"] = "global"
+    #: Feature the batch-hard triplet is computed on: "global" (f^g) or "bn_global" (BN(f^g)).
+    triplet_feature: Literal["global", "bn_global"] = "global"
     triplet_margin: float = 0.3
     #: "per_modality": L_BH^RGB + L_BH^IR (the paper); "joint": one triplet over all 2K* samples.
     triplet_mode: Literal["per_modality", "joint"] = "per_modality"
@@ -192,6 +206,10 @@ class Config:
             )
         if self.model.num_parts < 1:
             raise ConfigError(f"model.num_parts must be >= 1, got {self.model.num_parts}")
+        if not 0 <= self.model.specific_stages <= 2:
+            raise ConfigError(
+                f"model.specific_stages must be in 0..2, got {self.model.specific_stages}"
+            )
         if self.sampler.num_ids < 1 or self.sampler.num_per_modality < 1:
             raise ConfigError("sampler.num_ids and sampler.num_per_modality must be >= 1")
         if not 1 <= self.data.trial <= 10:

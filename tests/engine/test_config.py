@@ -69,3 +69,22 @@ def test_paper_recipe_values():
         )
         assert cfg.train.epochs == 80
         assert cfg.train.val_ids == 0  # the last epoch is reported, never chosen on the test set
+
+
+def test_model_options_are_validated_naming_the_key():
+    cfg = load_config(
+        None,
+        ["model.part_pooling=adaptive", "model.part_attention=global_vector",
+         "model.specific_stages=2"],
+    )
+    assert (cfg.model.part_pooling, cfg.model.part_attention) == ("adaptive", "global_vector")
+    assert cfg.model.specific_stages == 2
+    defaults = load_config(None).model
+    assert (defaults.part_pooling, defaults.part_attention, defaults.specific_stages) == (
+        "strict", "part", 0
+    )
+    for bad in (3, -1):
+        with pytest.raises(ConfigError, match=rf"model\.specific_stages must be in 0\.\.2.*{bad}"):
+            load_config(None, [f"model.specific_stages={bad}"])
+    with pytest.raises(ConfigError, match=r"model\.part_pooling.*overlap"):
+        load_config(None, ["model.part_pooling=overlap"])

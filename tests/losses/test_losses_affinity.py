@@ -95,3 +95,23 @@ def test_normalized_distances_in_range_and_finite_gradient() -> None:
     ):
         (grad,) = torch.autograd.grad(loss, feat)
         assert torch.isfinite(grad).all()
+
+
+def test_affinity_reductions_scale_by_hand() -> None:
+    # Two unit features of different ids at distance d < margin 0.5: each of the two negative
+    # pairs costs 0.5 - d, the two diagonal entries 0.
+    from df2am.losses.affinity import AFFINITY_REDUCTIONS
+
+    a = torch.tensor([[1.0, 0.0], [math.cos(0.3), math.sin(0.3)]])
+    d = float(torch.linalg.vector_norm(a[0] - a[1]))
+    labels = torch.tensor([0, 1])
+    per_pair = [0.0, 0.5 - d, 0.5 - d, 0.0]
+    want = {"pairs": sum(per_pair) / 4, "row": sum(per_pair) / 2, "sum": sum(per_pair)}
+    assert set(AFFINITY_REDUCTIONS) == set(want)
+    for red, value in want.items():
+        assert float(affinity_margin_loss(a, labels, 0.5, red)) == pytest.approx(value, abs=1e-6)
+    # L1 with delta 1: |d - 1| for the two negative pairs, 0 on the diagonal.
+    l1 = [0.0, 1 - d, 1 - d, 0.0]
+    assert float(affinity_l1_loss(a, labels, 1.0, "row")) == pytest.approx(sum(l1) / 2, abs=1e-6)
+    with pytest.raises(ValueError, match="reduction"):
+        affinity_margin_loss(a, labels, 0.5, "max")

@@ -159,3 +159,23 @@ def test_bad_inputs() -> None:
         build_loss(_cfg(False, False, False))
     with pytest.raises(ValueError, match="labels"):
         build_loss(_cfg(True, True, True))(_output(), LABELS[:5])
+
+
+def test_loss_feature_switches_pick_the_bn_feature() -> None:
+    # bn_feat differs from global_feat: the switches decide which one the metric terms see.
+    out = _output()
+    out.bn_feat = torch.randn(out.global_feat.shape, generator=torch.Generator().manual_seed(1))
+    base = _cfg(True, True, True)
+    parts = DF2AMLoss(base)(out, LABELS).parts
+    assert float(parts["affinity"]) == pytest.approx(
+        ZETA * float(affinity_margin_loss(out.global_feat, LABELS, 0.5)))
+    on_bn = DF2AMLoss(_cfg(True, True, True, affinity_feature="bn_global",
+                           triplet_feature="bn_global"))(out, LABELS).parts
+    assert float(on_bn["affinity"]) == pytest.approx(
+        ZETA * float(affinity_margin_loss(out.bn_feat, LABELS, 0.5)))
+    want_tri = batch_hard_triplet(out.bn_feat[:K], LABELS[:K], 0.3) + batch_hard_triplet(
+        out.bn_feat[K:], LABELS[K:], 0.3)
+    assert float(on_bn["triplet"]) == pytest.approx(float(want_tri))
+    assert float(on_bn["id"]) == pytest.approx(float(parts["id"]))  # CE terms untouched
+    row = DF2AMLoss(_cfg(True, True, True, affinity_reduction="row"))(out, LABELS).parts
+    assert float(row["affinity"]) == pytest.approx(8 * float(parts["affinity"]), rel=1e-5)

@@ -188,3 +188,137 @@ def test_no_unused_modules() -> None:
     (out.fused_logits.square().sum() + out.logits.square().sum()).backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert unused == []
+
+
+# --------------------------------------------------------------------------- part_pooling
+
+
+def test_adaptive_pooling_runs_p_not_dividing_h() -> None:
+    model = _model(num_parts=3, part_pooling="adaptive")
+    out = model(_images(2), _images(2, seed=1))  # H = 4, P = 3
+    assert out.part_feat is not None and out.part_feat.shape == (4, 3, 512)
+    assert model.df2 is not None and model.df2.part_pooling == "adaptive"
+    strict = _model(num_parts=4)
+    adaptive = _model(num_parts=4, part_pooling="adaptive")  # same seed → same weights
+    torch.testing.assert_close(
+        adaptive(_images(2), _images(2, seed=1)).fused_logits,
+        strict(_images(2), _images(2, seed=1)).fused_logits,
+        rtol=0, atol=0,
+    )
+
+
+# --------------------------------------------------------------------------- global_vector
+
+
+def test_global_vector_network_rows_identical_and_every_parameter_used() -> None:
+    model = _model(part_attention="global_vector")
+    assert model.df2 is not None and model.df2.attention is None
+    assert not any(".attention." in n for n in model.state_dict())
+    out = model(_images(2), _images(2, seed=1))
+    assert out.part_weights is not None and out.part_weights.shape == (4, 4)
+    torch.testing.assert_close(out.part_weights, torch.full((4, 4), 0.25))
+    assert out.fused_logits is not None
+    (out.fused_logits.square().sum() + out.logits.square().sum()).backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []  # what DDP needs
+    groups = model.param_groups(lr=0.1, backbone_lr_mult=0.1, weight_decay=5e-4)
+    assert id(model.df2.omega) in {id(p) for p in groups[1]["params"]}
+
+
+# --------------------------------------------------------------------------- specific_stages
+
+
+def _numel(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_default_state_dict_keys_are_the_two_stems_and_shared_layers() -> None:
+    model = _model()
+    assert model.backbone.shared_stages == ("layer1", "layer2", "layer3", "layer4")
+    keys = list(model.state_dict())
+    assert keys == list(_model(specific_stages=0).state_dict())
+    assert "backbone.layer1.0.conv1.weight" in keys
+    in_stems = ("backbone.stem_rgb.layer", "backbone.stem_ir.layer")
+    assert not any(k.startswith(in_stems) for k in keys)
+    stems = {k.split(".")[2] for k in keys if k.startswith("backbone.stem_")}
+    assert stems == {"conv1", "bn1"}
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+def test_specific_stages_add_exactly_one_copy_per_stage(stages: int) -> None:
+    base, model = _model(), _model(specific_stages=stages)
+    bb = model.backbone
+    specific = ("layer1", "layer2")[:stages]
+    extra = sum(_numel(getattr(base.backbone, name)) for name in specific)
+    assert _numel(model) == _numel(base) + extra
+    assert bb.shared_stages == ("layer1", "layer2", "layer3", "layer4")[stages:]
+    for name in specific:
+        assert not hasattr(bb, name)
+        rgb, ir = getattr(bb.stem_rgb, name), getattr(bb.stem_ir, name)
+        assert rgb is not ir and _numel(rgb) == _numel(ir)
+        # IR copy: its own tensors, independently drawn with torchvision's scheme.
+        for (n, pr), (_, pi) in zip(rgb.named_parameters(), ir.named_parameters(), strict=True):
+            assert pr is not pi and pr.shape == pi.shape
+            if n.endswith("conv1.weight"):
+                assert not torch.equal(pr, pi), n
+                fan_out = pi.shape[0] * pi.shape[2] * pi.shape[3]
+                # kaiming_normal_(fan_out): std = sqrt(2 / fan_out)
+                assert abs(float(pi.detach().std()) / (2 / fan_out) ** 0.5 - 1) < 0.2, n
+        for m in ir.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                assert bool((m.weight == 1).all()) and bool((m.bias == 0).all())
+                assert int(m.num_batches_tracked) == 0
+    keys = set(model.state_dict())
+    assert {f"backbone.stem_{m}.layer1.0.conv1.weight" for m in ("rgb", "ir")} <= keys
+    assert not any(k.startswith("backbone.layer1.") for k in keys)
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+def test_specific_pair_forward_equals_forward_single(stages: int) -> None:
+    model = _model(specific_stages=stages).eval()
+    rgb, ir = _images(2), _images(3, seed=1)
+    with torch.no_grad():
+        pair = model.backbone(rgb, ir)
+        single_rgb = model.backbone.forward_single(rgb, "rgb")
+        single_ir = model.backbone.forward_single(ir, "ir")
+    torch.testing.assert_close(pair[:2], single_rgb, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(pair[2:], single_ir, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+def test_perturbing_one_specific_copy_changes_only_that_modality(stages: int) -> None:
+    model = _model(specific_stages=stages).eval()
+    bb = model.backbone
+    bb.stem_ir.load_state_dict(bb.stem_rgb.state_dict())  # equal streams: rgb == ir outputs
+    x = _images(2)
+    with torch.no_grad():
+        before_rgb = bb.forward_single(x, "rgb")
+        torch.testing.assert_close(bb.forward_single(x, "ir"), before_rgb, rtol=0, atol=0)
+        last = getattr(bb.stem_ir, ("layer1", "layer2")[stages - 1])
+        last[0].conv1.weight.add_(0.1)
+        after_rgb, after_ir = bb.forward_single(x, "rgb"), bb.forward_single(x, "ir")
+    torch.testing.assert_close(after_rgb, before_rgb, rtol=0, atol=0)
+    assert not torch.allclose(after_ir, after_rgb, atol=1e-3)
+
+
+def test_specific_stages_train_every_copy_and_stay_in_the_backbone_group() -> None:
+    model = _model(specific_stages=2)
+    out = model(_images(2), _images(2, seed=1))
+    assert out.fused_logits is not None
+    (out.fused_logits.square().sum() + out.logits.square().sum()).backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
+    bb = model.backbone
+    for stem in (bb.stem_rgb, bb.stem_ir):
+        for name in ("layer1", "layer2"):
+            assert float(getattr(stem, name)[0].conv1.weight.grad.abs().sum()) > 0
+    groups = model.param_groups(lr=0.1, backbone_lr_mult=0.1, weight_decay=5e-4)
+    backbone_ids = {id(p) for p in bb.parameters()}
+    assert {id(p) for p in groups[0]["params"]} == backbone_ids
+    assert id(bb.stem_ir.layer2[0].conv1.weight) in backbone_ids
+    assert not {id(p) for p in groups[1]["params"]} & backbone_ids
+
+
+def test_specific_stages_out_of_range_is_an_error() -> None:
+    with pytest.raises(ValueError, match="specific_stages"):
+        _model(specific_stages=3)

@@ -180,3 +180,31 @@ def test_imagenet_uses_the_weights_api(
     torch.testing.assert_close(
         model.backbone.stem_ir.conv1.weight.detach(), tv_state["conv1.weight"]
     )
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+def test_specific_stages_load_into_both_modality_copies(
+    tv_state: dict[str, torch.Tensor], tmp_path: Path, stages: int
+) -> None:
+    torch.manual_seed(0)
+    model = DF2AMNet(ModelConfig(depth=18, specific_stages=stages), num_classes=4)
+    load_backbone_weights(model, _save(tv_state, tmp_path))  # strict: every key used, none missing
+    bb = model.backbone
+    specific = ("layer1", "layer2")[:stages]
+    for name in specific:
+        for stem in (bb.stem_rgb, bb.stem_ir):
+            for key, value in getattr(stem, name).state_dict().items():
+                torch.testing.assert_close(value, tv_state[f"{name}.{key}"], rtol=0, atol=0)
+        assert getattr(bb.stem_rgb, name)[0].conv1.weight is not getattr(
+            bb.stem_ir, name
+        )[0].conv1.weight
+    for name in bb.shared_stages:
+        for key, value in getattr(bb, name).state_dict().items():
+            torch.testing.assert_close(value, tv_state[f"{name}.{key}"], rtol=0, atol=0)
+    for stem in (bb.stem_rgb, bb.stem_ir):
+        torch.testing.assert_close(stem.conv1.weight.detach(), tv_state["conv1.weight"])
+    # A key of a specific stage missing from the file is still named.
+    state = dict(tv_state)
+    del state[f"{specific[-1]}.0.conv1.weight"]
+    with pytest.raises(CheckpointError, match=rf"missing keys: {specific[-1]}\.0\.conv1\.weight"):
+        load_backbone_weights(model, _save(state, tmp_path, "missing.pth"))

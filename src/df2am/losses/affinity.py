@@ -32,7 +32,18 @@ import torch.nn.functional as F
 
 from df2am.losses.distance import pairwise_euclidean
 
-__all__ = ["normalized_euclidean", "affinity_margin_loss", "affinity_l1_loss"]
+__all__ = [
+    "AFFINITY_REDUCTIONS",
+    "normalized_euclidean",
+    "affinity_margin_loss",
+    "affinity_l1_loss",
+]
+
+#: How the (B, B) per-pair terms become one number (``loss.affinity_reduction``):
+#: "pairs" = mean over the B² pairs (scale independent of B); "row" = Σ_j per anchor, mean over
+#: the B anchors (B× "pairs": each anchor's gradient is that of a per-sample loss, like the
+#: triplet's); "sum" = Σ_ij, Eq. 12 as printed (B²× "pairs").
+AFFINITY_REDUCTIONS = ("pairs", "row", "sum")
 
 
 def normalized_euclidean(feat: torch.Tensor) -> torch.Tensor:
@@ -60,17 +71,31 @@ def _check(feat: torch.Tensor, labels: torch.Tensor, name: str) -> None:
         )
 
 
-def affinity_margin_loss(feat: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
-    """L_A of Eq. 12 (mean over all B² pairs): mean_ij [D·G − (D − m)·(1 − G)]_+ ."""
+def _reduce(terms: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "pairs":
+        return terms.mean()
+    if reduction == "row":
+        return terms.sum(dim=1).mean()
+    if reduction == "sum":
+        return terms.sum()
+    raise ValueError(f"affinity reduction must be one of {AFFINITY_REDUCTIONS}, got {reduction!r}")
+
+
+def affinity_margin_loss(
+    feat: torch.Tensor, labels: torch.Tensor, margin: float, reduction: str = "pairs"
+) -> torch.Tensor:
+    """L_A of Eq. 12: [D·G − (D − m)·(1 − G)]_+ reduced over the B² pairs (``reduction``)."""
     _check(feat, labels, "affinity_margin_loss")
     d = normalized_euclidean(feat)
     g = _ground_truth(labels)
-    return (d * g - (d - margin) * (1.0 - g)).clamp(min=0.0).mean()
+    return _reduce((d * g - (d - margin) * (1.0 - g)).clamp(min=0.0), reduction)
 
 
-def affinity_l1_loss(feat: torch.Tensor, labels: torch.Tensor, delta: float) -> torch.Tensor:
-    """L1 of Eq. 11 (mean over all B² pairs): mean_ij |D_ij − (1 − G_ij)·δ|."""
+def affinity_l1_loss(
+    feat: torch.Tensor, labels: torch.Tensor, delta: float, reduction: str = "pairs"
+) -> torch.Tensor:
+    """L1 of Eq. 11: |D_ij − (1 − G_ij)·δ| reduced over the B² pairs (``reduction``)."""
     _check(feat, labels, "affinity_l1_loss")
     d = normalized_euclidean(feat)
     g = _ground_truth(labels)
-    return (d - (1.0 - g) * delta).abs().mean()
+    return _reduce((d - (1.0 - g) * delta).abs(), reduction)

@@ -102,7 +102,7 @@ class DF2AMLoss(nn.Module):
         parts: dict[str, torch.Tensor] = {}
         if cfg.use_baseline:
             parts["id"] = self._per_modality_ce(out.logits, labels, k)
-            feat = out.global_feat
+            feat = out.bn_feat if cfg.triplet_feature == "bn_global" else out.global_feat
             m = cfg.triplet_margin
             if cfg.triplet_mode == "joint":
                 parts["triplet"] = batch_hard_triplet(feat, labels, m)
@@ -118,10 +118,12 @@ class DF2AMLoss(nn.Module):
                 )
             parts["df2"] = cfg.lambda_df2 * self._per_modality_ce(out.fused_logits, labels, k)
         if cfg.use_affinity:
+            af = out.bn_feat if cfg.affinity_feature == "bn_global" else out.global_feat
+            red = cfg.affinity_reduction
             if cfg.affinity_type == "l1":
-                la = affinity_l1_loss(out.global_feat, labels, cfg.affinity_delta)
+                la = affinity_l1_loss(af, labels, cfg.affinity_delta, red)
             else:
-                la = affinity_margin_loss(out.global_feat, labels, cfg.affinity_margin)
+                la = affinity_margin_loss(af, labels, cfg.affinity_margin, red)
             parts["affinity"] = cfg.zeta_affinity * la
 
         terms = list(parts.values())

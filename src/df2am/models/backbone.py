@@ -11,16 +11,21 @@ The paper's feature extractor is ``f = Feat(Conv1(x_RGB))`` for visible images a
     f = backbone(torch.randn(2, 3, 256, 128), torch.randn(2, 3, 256, 128))
     f.shape  # -> (4, 2048, 16, 8): rows [rgb; ir]
 
+``specific_stages=k`` (k = 1, 2) makes layer1 (and layer2) modality-specific too: they move
+into the stems (``stem_rgb.layer1``, ``stem_ir.layer1``), and the shared trunk starts after them.
+
 Every module is built once and used: the temporary torchvision ``ResNet`` only donates its
-stem and layer1–layer4 (its avgpool/fc are dropped), and the IR stem is a fresh module with
-torchvision's initialisation. Parameter names follow torchvision's so that
-:func:`df2am.models.weights.load_backbone_weights` can map an ImageNet state dict directly:
-``stem_rgb.conv1.weight`` / ``stem_ir.conv1.weight`` ← ``conv1.weight``, ``layer3.1.bn2.bias``
-← ``layer3.1.bn2.bias``.
+stem and layer1–layer4 (its avgpool/fc are dropped), and the IR stem (with its specific stages)
+is a fresh module with torchvision's initialisation. Parameter names follow torchvision's once
+the stem prefix is stripped, so :func:`df2am.models.weights.load_backbone_weights` maps an
+ImageNet state dict directly: ``stem_rgb.conv1.weight`` / ``stem_ir.conv1.weight`` ←
+``conv1.weight``, ``stem_ir.layer1.0.conv1.weight`` ← ``layer1.0.conv1.weight``,
+``layer3.1.bn2.bias`` ← ``layer3.1.bn2.bias``.
 """
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 import torch
@@ -39,8 +44,10 @@ RESNET_BUILDERS = {
 }
 #: Names of the two modality-specific stems (attributes of :class:`TwoStreamResNet`).
 STEM_NAMES = ("stem_rgb", "stem_ir")
-#: Names of the shared stages, identical to torchvision's.
+#: Names of the ResNet stages, identical to torchvision's; the first ``specific_stages`` of them
+#: sit inside the stems, the rest are the shared trunk.
 TRUNK_NAMES = ("layer1", "layer2", "layer3", "layer4")
+MAX_SPECIFIC_STAGES = 2
 
 
 def _make_stem() -> nn.Sequential:
@@ -56,6 +63,18 @@ def _make_stem() -> nn.Sequential:
             maxpool=nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
         )
     )
+
+
+def _fresh_copy(stage: nn.Sequential) -> nn.Sequential:
+    """A deep copy of ``stage`` re-initialised as torchvision's ``ResNet.__init__`` does
+    (independent draws, not the donor's values; ``zero_init_residual`` is off there too)."""
+    stage = copy.deepcopy(stage)
+    for m in stage.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            m.reset_parameters()  # weight 1, bias 0, fresh running statistics
+    return stage
 
 
 def set_last_stride(layer4: nn.Sequential, stride: int) -> None:
@@ -85,15 +104,22 @@ class TwoStreamResNet(nn.Module):
     Args:
         depth: ResNet depth, one of 18, 34, 50, 101.
         last_stride: stride of layer4 (1 keeps 16 × 8 maps at 256 × 128 inputs; 2 is torchvision's).
+        specific_stages: how many of layer1, layer2 are per modality (0..2); they become the
+            last modules of ``stem_rgb`` / ``stem_ir``.
 
     Attributes:
         out_channels: C of the feature map (512 for depths 18/34, 2048 for 50/101).
+        shared_stages: names of the shared stages, e.g. ("layer2", "layer3", "layer4").
     """
 
-    def __init__(self, depth: int = 50, last_stride: int = 1) -> None:
+    def __init__(self, depth: int = 50, last_stride: int = 1, specific_stages: int = 0) -> None:
         super().__init__()
         if depth not in RESNET_BUILDERS:
             raise ValueError(f"ResNet depth must be one of {sorted(RESNET_BUILDERS)}, got {depth}")
+        if not 0 <= specific_stages <= MAX_SPECIFIC_STAGES:
+            raise ValueError(
+                f"specific_stages must be in 0..{MAX_SPECIFIC_STAGES}, got {specific_stages}"
+            )
         # num_classes=1 keeps the (discarded) torchvision fc tiny; only the stem and layers are
         # kept, so the model holds no unused module.
         base = RESNET_BUILDERS[depth](weights=None, num_classes=1)
@@ -101,17 +127,22 @@ class TwoStreamResNet(nn.Module):
             OrderedDict(conv1=base.conv1, bn1=base.bn1, relu=base.relu, maxpool=base.maxpool)
         )
         self.stem_ir = _make_stem()
-        self.layer1 = base.layer1
-        self.layer2 = base.layer2
-        self.layer3 = base.layer3
-        self.layer4 = base.layer4
-        set_last_stride(self.layer4, last_stride)
+        specific, shared = TRUNK_NAMES[:specific_stages], TRUNK_NAMES[specific_stages:]
+        for name in specific:
+            # Inside the stems, so the weight mapping only strips the stem prefix.
+            self.stem_rgb.add_module(name, getattr(base, name))
+            self.stem_ir.add_module(name, _fresh_copy(getattr(base, name)))
+        for name in shared:
+            setattr(self, name, getattr(base, name))
+        set_last_stride(self.layer4, last_stride)  # layer4 is always shared
         self.depth = depth
         self.last_stride = last_stride
+        self.specific_stages = specific_stages
+        self.shared_stages: tuple[str, ...] = shared
         self.out_channels: int = base.fc.in_features
 
     def stem(self, x: torch.Tensor, modality: str) -> torch.Tensor:
-        """Run the stem of ``modality`` ("rgb" or "ir")."""
+        """Run the stem (with its specific stages) of ``modality`` ("rgb" or "ir")."""
         if modality == "rgb":
             return self.stem_rgb(x)
         if modality == "ir":
@@ -119,15 +150,18 @@ class TwoStreamResNet(nn.Module):
         raise ValueError(f"modality must be 'rgb' or 'ir', got {modality!r}")
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """The shared extractor ``Feat`` (layer1–layer4)."""
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        """The shared extractor ``Feat`` (layer1–layer4 less the specific stages)."""
+        for name in self.shared_stages:
+            x = getattr(self, name)(x)
+        return x
 
     def forward(self, rgb: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
         """Feature maps of ``[rgb; ir]``, shape (K_rgb + K_ir, C, H, W).
 
-        The stems run separately and the shared trunk runs once on the concatenation: one big
-        batch uses the cores better than two half batches. ``torch.cat`` of channels_last inputs
-        stays channels_last, so the memory format survives end to end.
+        The stems (with their specific stages) run separately and the shared trunk runs once on
+        the concatenation: one big batch uses the cores better than two half batches.
+        ``torch.cat`` of channels_last inputs stays channels_last, so the memory format survives
+        end to end.
         """
         return self.trunk(torch.cat([self.stem_rgb(rgb), self.stem_ir(ir)], dim=0))
 

@@ -6,6 +6,7 @@ BNNeck output BN(f^g)::
     f^p   = mean of horizontal strip p of f,   p = 1..P     (patch-wise average pooling, Eq. 5)
     ω_p   = φ(f^p)          (default, Sec. 3.3: "a learned transformation function on itself")
           = φ([f^p; f^g])   (option part_attention="part_global": "from global and local views")
+          = ω_p             (option part_attention="global_vector": one learned ω ∈ R^P)
     ω̃     = softmax_p(ω)                                          (Eq. 6)
     f*    = Σ_p ω̃_p f^p                                           (Eq. 6)
     f̃     = BN(f^g) + f*                                          (Eq. 7)
@@ -13,6 +14,7 @@ BNNeck output BN(f^g)::
 
 Our readings of the paper: φ is a small shared MLP (C → C/16 → 1, ReLU) applied to every part
 at once; the "global" term of f̃ is the baseline BNNeck output BN(f^g) rather than the raw f^g.
+Strips are equal (P | H, ``part_pooling="strict"``) or adaptive-pooling bins ("adaptive").
 
     import torch
     from df2am.models.df2 import DF2Module
@@ -35,25 +37,36 @@ from torch import nn
 
 from df2am.errors import Df2amError
 
-__all__ = ["DF2Module", "DF2Output", "BNNeck", "part_pool", "PartCountError"]
+__all__ = ["DF2Module", "DF2Output", "BNNeck", "part_pool", "PartCountError", "PartPooling"]
+
+PartPooling = Literal["strict", "adaptive"]
+PartAttention = Literal["part", "part_global", "global_vector"]
+_POOLINGS = ("strict", "adaptive")
+_ATTENTIONS = ("part", "part_global", "global_vector")
 
 
 class PartCountError(Df2amError, ValueError):
     """``model.num_parts`` does not divide the feature-map height."""
 
 
-def part_pool(feat: torch.Tensor, num_parts: int) -> torch.Tensor:
+def part_pool(feat: torch.Tensor, num_parts: int, mode: PartPooling = "strict") -> torch.Tensor:
     """Patch-wise average pooling (Eq. 5): P horizontal strips → (B, P, C).
 
-    P must divide the feature height H so that every strip covers the same rows (adaptive
-    pooling would otherwise silently give overlapping strips of unequal size).
+    ``mode="strict"``: P must divide the feature height H, so every strip covers the same rows.
+    ``mode="adaptive"``: any P; strip p averages rows floor(p·H/P) .. ceil((p+1)·H/P) - 1
+    (PyTorch's adaptive pooling bins: they overlap when P does not divide H).
     """
+    if mode not in _POOLINGS:
+        raise ValueError(f"part pooling must be one of {_POOLINGS}, got {mode!r}")
     height = feat.shape[2]
-    if num_parts < 1 or height % num_parts != 0:
+    if num_parts < 1:
+        raise PartCountError(f"model.num_parts must be >= 1, got {num_parts}")
+    if mode == "strict" and height % num_parts != 0:
         raise PartCountError(
             f"model.num_parts={num_parts} must divide the feature-map height H={height} "
             f"(input height / 16 with last_stride=1, / 32 with last_stride=2); "
-            f"choose a divisor of {height} or change the input height"
+            f"choose a divisor of {height}, change the input height or set "
+            f"model.part_pooling=adaptive"
         )
     # (B, C, P, 1) → (B, P, C). adaptive pooling works on any memory format; the result is
     # tiny, so the transpose's copy (if any) costs nothing.
@@ -95,10 +108,13 @@ class DF2Module(nn.Module):
 
     Args:
         channels: C of the feature map.
-        num_parts: P, the number of horizontal strips (must divide H at run time).
+        num_parts: P, the number of horizontal strips.
         num_classes: training identities of the fused classifier.
-        part_attention: "part" (ω_p from f^p, Sec. 3.3) or "part_global" (from [f^p; f^g]).
+        part_attention: "part" (ω_p = φ(f^p), Sec. 3.3), "part_global" (φ([f^p; f^g])) or
+            "global_vector" (one learned ω ∈ R^P, zero-initialised, the same for every image).
         reduction: hidden width of φ is ``max(channels // reduction, 1)``.
+        part_pooling: "strict" (P must divide H at run time) or "adaptive" (see
+            :func:`part_pool`).
     """
 
     def __init__(
@@ -106,25 +122,34 @@ class DF2Module(nn.Module):
         channels: int,
         num_parts: int,
         num_classes: int,
-        part_attention: Literal["part", "part_global"] = "part",
+        part_attention: PartAttention = "part",
         reduction: int = 16,
+        part_pooling: PartPooling = "strict",
     ) -> None:
         super().__init__()
-        if part_attention not in ("part", "part_global"):
-            raise ValueError(
-                f"part_attention must be 'part' or 'part_global', got {part_attention!r}"
-            )
+        if part_attention not in _ATTENTIONS:
+            raise ValueError(f"part_attention must be one of {_ATTENTIONS}, got {part_attention!r}")
+        if part_pooling not in _POOLINGS:
+            raise ValueError(f"part_pooling must be one of {_POOLINGS}, got {part_pooling!r}")
         if num_parts < 1:
             raise PartCountError(f"model.num_parts must be >= 1, got {num_parts}")
         self.num_parts = num_parts
         self.part_attention = part_attention
-        in_dim = channels if part_attention == "part" else 2 * channels
-        hidden = max(channels // reduction, 1)
-        # φ: shared by all parts; nn.Linear acts on the last dim so (B, P, C) is handled in one
-        # call, with no loop over parts or samples.
-        self.attention = nn.Sequential(
-            nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1)
-        )
+        self.part_pooling = part_pooling
+        self.attention: nn.Sequential | None = None
+        self.omega: nn.Parameter | None = None
+        if part_attention == "global_vector":
+            # Zeros: ω̃ starts uniform (plain averaging of the parts). No φ is built, so no
+            # parameter goes unused (DDP would wait for its gradient forever).
+            self.omega = nn.Parameter(torch.zeros(num_parts))
+        else:
+            in_dim = channels if part_attention == "part" else 2 * channels
+            hidden = max(channels // reduction, 1)
+            # φ: shared by all parts; nn.Linear acts on the last dim so (B, P, C) is handled in
+            # one call, with no loop over parts or samples.
+            self.attention = nn.Sequential(
+                nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1)
+            )
         self.bnneck = BNNeck(channels)
         self.classifier = make_classifier(channels, num_classes)
 
@@ -132,14 +157,18 @@ class DF2Module(nn.Module):
         self, feat_map: torch.Tensor, global_feat: torch.Tensor, bn_global: torch.Tensor
     ) -> DF2Output:
         """Args: feature map f (B, C, H, W), f^g (B, C), BN(f^g) (B, C)."""
-        parts = part_pool(feat_map, self.num_parts)  # f^p, (B, P, C)
-        if self.part_attention == "part":
-            att_in = parts
+        parts = part_pool(feat_map, self.num_parts, self.part_pooling)  # f^p, (B, P, C)
+        if self.omega is not None:
+            scores = self.omega.expand(parts.shape[0], -1)  # ω, (B, P), identical rows
         else:
-            att_in = torch.cat(
-                [parts, global_feat.unsqueeze(1).expand(-1, self.num_parts, -1)], dim=2
-            )
-        scores = self.attention(att_in).squeeze(2)  # ω, (B, P)
+            assert self.attention is not None
+            if self.part_attention == "part":
+                att_in = parts
+            else:
+                att_in = torch.cat(
+                    [parts, global_feat.unsqueeze(1).expand(-1, self.num_parts, -1)], dim=2
+                )
+            scores = self.attention(att_in).squeeze(2)  # ω, (B, P)
         # softmax in fp32: under autocast the scores may be bf16 and the weights must sum to 1.
         weights = torch.softmax(scores.float(), dim=1)  # ω̃
         f_star = torch.bmm(weights.unsqueeze(1).to(parts.dtype), parts).squeeze(1)  # Σ_p ω̃_p f^p

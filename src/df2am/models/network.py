@@ -14,7 +14,8 @@ Built from a :class:`~df2am.config.ModelConfig`::
 
 What each piece implements (method.md, "Network"):
 
-* ``backbone``: ``Conv1``/``Conv2`` (modality stems) and the shared ``Feat`` (layer1–4).
+* ``backbone``: ``Conv1``/``Conv2`` (modality stems, plus layer1/layer2 when
+  ``cfg.specific_stages`` > 0) and the shared ``Feat`` (the rest of layer1–4).
 * f^g = GAP(f); baseline head BN(f^g) → bias-free classifier (BNNeck, for L_B's ID term).
 * ``df2``: Eq. 5–7 (:mod:`df2am.models.df2`), present only when ``cfg.df2_module``.
 """
@@ -47,9 +48,9 @@ class DF2AMNet(nn.Module):
     """Two-stream ResNet + BNNeck + DF² module (method.md, "Network").
 
     Args:
-        cfg: the model section of the config (depth, last_stride, df2_module, num_parts,
-            part_attention, test_feature, flip_test). ``cfg.pretrained`` is applied by
-            :func:`build_model`, not here.
+        cfg: the model section of the config (depth, last_stride, specific_stages, df2_module,
+            num_parts, part_pooling, part_attention, test_feature, flip_test).
+            ``cfg.pretrained`` is applied by :func:`build_model`, not here.
         num_classes: number of training identities.
     """
 
@@ -59,13 +60,21 @@ class DF2AMNet(nn.Module):
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         self.cfg = cfg
         self.num_classes = num_classes
-        self.backbone = TwoStreamResNet(depth=cfg.depth, last_stride=cfg.last_stride)
+        self.backbone = TwoStreamResNet(
+            depth=cfg.depth, last_stride=cfg.last_stride, specific_stages=cfg.specific_stages
+        )
         channels = self.backbone.out_channels
         self.feat_dim = channels
         self.bnneck = BNNeck(channels)
         self.classifier = make_classifier(channels, num_classes)
         self.df2: DF2Module | None = (
-            DF2Module(channels, cfg.num_parts, num_classes, part_attention=cfg.part_attention)
+            DF2Module(
+                channels,
+                cfg.num_parts,
+                num_classes,
+                part_attention=cfg.part_attention,
+                part_pooling=cfg.part_pooling,
+            )
             if cfg.df2_module
             else None
         )
@@ -162,7 +171,8 @@ class DF2AMNet(nn.Module):
     def param_groups(
         self, lr: float, backbone_lr_mult: float, weight_decay: float
     ) -> list[dict[str, Any]]:
-        """SGD parameter groups: pretrained ``backbone`` (both stems + layer1–4) at
+        """SGD parameter groups: pretrained ``backbone`` (both stems, specific stages included,
+        + the shared layers) at
         ``lr × backbone_lr_mult`` and the new ``head`` layers (BNNecks, classifiers, DF²
         attention) at ``lr``. Frozen parameters (the BNNeck biases) are left out.
         Each group carries ``name`` and ``lr_mult`` so schedulers can rescale it.
@@ -199,12 +209,14 @@ def build_model(cfg: ModelConfig, num_classes: int) -> DF2AMNet:
     load_backbone_weights(model, cfg.pretrained)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info(
-        "built DF2AMNet: ResNet-%d, last stride %d, DF² %s (P=%d, attention %s), %d classes, "
-        "%.1fM parameters",
+        "built DF2AMNet: ResNet-%d, last stride %d, %d modality-specific stage(s) after the "
+        "stems, DF² %s (P=%d, %s pooling, attention %s), %d classes, %.1fM parameters",
         cfg.depth,
         cfg.last_stride,
+        cfg.specific_stages,
         "on" if cfg.df2_module else "off",
         cfg.num_parts,
+        cfg.part_pooling,
         cfg.part_attention,
         num_classes,
         n_params / 1e6,

@@ -11,7 +11,9 @@ initialisation through torchvision's weights API or a local file; none when offl
     load_backbone_weights(model, "imagenet")                             # downloads (cached)
 
 The torchvision keys ``conv1.*``/``bn1.*`` go into BOTH modality stems (``stem_rgb``,
-``stem_ir``), ``layer1``–``layer4`` into the shared trunk. The match is strict: every backbone
+``stem_ir``), and so do ``layer1.*`` (and ``layer2.*``) when ``model.specific_stages`` makes them
+per modality (``stem_ir.layer1.0.conv1.weight`` ← ``layer1.0.conv1.weight``); the other layers
+go into the shared trunk. The match is strict: every backbone
 key must be in the file (a missing key is a :class:`~df2am.errors.CheckpointError` naming it
 and the file), unknown keys are errors too, except torchvision's ImageNet classifier ``fc.*``,
 which the re-id model does not use. The only tolerated gap is the BatchNorm counter
@@ -147,7 +149,8 @@ def load_backbone_weights(model: nn.Module, source: str | os.PathLike[str]) -> N
         origin = source_str
 
     target = backbone.state_dict()
-    # target key → source key: the stems' "stem_rgb.conv1.weight" reads "conv1.weight".
+    # target key → source key: the stems' "stem_rgb.conv1.weight" reads "conv1.weight" and a
+    # specific stage's "stem_ir.layer1.0.conv1.weight" reads "layer1.0.conv1.weight".
     mapping = {
         tk: (tk.split(".", 1)[1] if tk.split(".", 1)[0] in STEM_NAMES else tk) for tk in target
     }
