@@ -91,7 +91,8 @@ class LossConfig:
     triplet_feature: Literal["global", "bn_global"] = "global"
     triplet_margin: float = 0.3
     #: "per_modality": L_BH^RGB + L_BH^IR (the paper); "joint": one triplet over all 2K* samples.
-    triplet_mode: Literal["per_modality", "joint"] = "per_modality"
+    #: "cross": one triplet whose positives and negatives are mined in the other modality only.
+    triplet_mode: Literal["per_modality", "joint", "cross"] = "per_modality"
     label_smoothing: float = 0.0
 
 
@@ -126,6 +127,8 @@ class SamplerConfig:
 class OptimConfig:
     """SGD recipe of §4.1 with the warm-up and backbone learning-rate multiplier of AGW/DDAG."""
 
+    #: "sgd" (the paper's), or "adam" / "adamw" (β = (momentum, 0.999); no Nesterov).
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4

@@ -106,6 +106,16 @@ def test_lr_schedule_values_by_hand():
     assert lr_factor(0, 0, [30], 0.1) == 1.0  # no warm-up
 
 
+def test_adam_option_uses_momentum_as_beta1():
+    cfg = load_config(None, ["optim.name=adam", "optim.lr=0.001", "optim.momentum=0.8"]).optim
+    opt = build_optimizer(_TwoGroups(), cfg)
+    assert isinstance(opt, torch.optim.Adam)
+    assert opt.param_groups[1]["betas"] == (0.8, 0.999) and opt.param_groups[1]["lr"] == 0.001
+    cfg = load_config(None, ["optim.name=adamw", "optim.nesterov=true"]).optim
+    with pytest.raises(ConfigError, match="optim.nesterov"):
+        build_optimizer(_TwoGroups(), cfg)
+
+
 def test_device_and_precision_rules():
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):

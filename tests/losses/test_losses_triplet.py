@@ -84,3 +84,27 @@ def test_gradient_finite_with_duplicates() -> None:
     # anchor0: pos d01 = 0, neg min(d02=0, d03=5) = 0 -> 0.3; anchor1 the same;
     # anchor2: pos d23 = 5, neg 0 -> 5.3; anchor3: pos 5, neg min(5, 5) -> 0.3. Mean = 6.2 / 4
     assert loss.item() == pytest.approx(6.2 / 4, abs=1e-5)
+
+
+def test_cross_modality_mining_by_hand() -> None:
+    # Rows 0-2 one modality, 3-5 the other, on a line: x = 0, 1, 5 | 0.5, 4, 9, ids 0,1,2 | 0,1,2.
+    # Cross mining looks only at the other modality's rows:
+    #   anchor 0 (x=0, id0): pos 0.5; negs {4, 9} -> 4: 0.5 - 4 + 0.3 < 0 -> 0
+    #   anchor 1 (x=1, id1): pos |1-4| = 3; negs {0.5, 8} -> 0.5: 3 - 0.5 + 0.3 = 2.8
+    #   anchor 2 (x=5, id2): pos 4; negs {4.5, 1} -> 1: 4 - 1 + 0.3 = 3.3
+    #   anchor 3 (x=.5, id0): pos .5; negs {1, 5} -> distance .5: .5 - .5 + .3 = 0.3
+    #   anchor 4 (x=4, id1): pos 3; negs {4, 1} -> 1: 3 - 1 + .3 = 2.3
+    #   anchor 5 (x=9, id2): pos 4; negs {9, 8} -> 8: 4 - 8 + .3 < 0 -> 0
+    x = torch.tensor([[0.0], [1.0], [5.0], [0.5], [4.0], [9.0]])
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    modality = torch.tensor([0, 0, 0, 1, 1, 1])
+    got = batch_hard_triplet(x, labels, 0.3, groups=modality)
+    assert got.item() == pytest.approx((2.8 + 3.3 + 0.3 + 2.3) / 6, abs=1e-5)
+    # Row 1 moved onto row 0 (same modality, other id): joint mining would now find a
+    # negative at distance 0 for anchor 0; cross mining never looks at that pair. By hand:
+    # anchor 1 (x=0): pos 4, neg .5 -> 3.8; anchor 3: pos .5, neg .5 -> .3; anchor 4: pos 4,
+    # neg 1 -> 3.3; anchor 2 unchanged 3.3; anchors 0 and 5: 0.
+    moved = x.clone()
+    moved[1] = 0.0
+    got = batch_hard_triplet(moved, labels, 0.3, groups=modality)
+    assert got.item() == pytest.approx((3.8 + 3.3 + 0.3 + 3.3) / 6, abs=1e-5)

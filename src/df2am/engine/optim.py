@@ -56,8 +56,9 @@ class WarmupStepFactor:
         return lr_factor(epoch, self.warmup_epochs, self.milestones, self.gamma)
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.SGD:
-    """SGD over ``model.param_groups(lr, backbone_lr_mult, weight_decay)``.
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD (``optim.name=sgd``, the paper's) or Adam/AdamW over
+    ``model.param_groups(lr, backbone_lr_mult, weight_decay)``; Adam's β₁ is ``optim.momentum``.
 
     A model without ``param_groups`` gets one group named ``all`` at ``cfg.lr``.
     """
@@ -78,6 +79,11 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.SGD:
             }
         ]
     groups = [g for g in groups if len(g["params"]) > 0]
+    if cfg.name in ("adam", "adamw"):
+        if cfg.nesterov:
+            raise ConfigError(f"optim.nesterov=true applies to SGD only, not optim.name={cfg.name}")
+        cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+        return cls(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
         groups,
         lr=cfg.lr,

@@ -193,6 +193,8 @@ def _config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list
 
 
 def _check_resume_config(cfg: Config, run_dir: Path, saved: dict[str, Any]) -> None:
+    # A checkpoint from before a config key existed: the key's default is what it trained with.
+    saved = config_to_dict(config_from_dict(saved, source=f"{run_dir} checkpoint"))
     diff = [k for k in _config_diff(config_to_dict(cfg), saved) if k not in RESUME_OVERRIDABLE]
     if diff:
         raise ConfigError(

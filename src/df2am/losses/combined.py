@@ -6,7 +6,8 @@ leading RGB rows; ``labels`` follow the same order):
 * L_B = L_B^RGB + L_B^IR (baseline), each = cross-entropy on that modality's rows of
   ``out.logits`` (BNNeck classifier) + batch-hard triplet on that modality's rows of
   ``out.global_feat`` (f^g). With ``triplet_mode="joint"`` the triplet part is one batch-hard
-  triplet over all 2K* rows instead (the identity part stays per modality).
+  triplet over all 2K* rows instead (the identity part stays per modality); with ``"cross"``
+  each anchor mines its hardest positive and negative among the other modality's rows only.
 * L_D = L_D^RGB + L_D^IR (Eq. 8): cross-entropy on each modality's rows of ``out.fused_logits``.
 * L_A (Eq. 12), or L1 (Eq. 11) when ``affinity_type="l1"``: on ``out.global_feat`` of all rows.
 
@@ -66,9 +67,10 @@ class DF2AMLoss(nn.Module):
             raise ConfigError(
                 f"loss.affinity_type: expected 'margin' or 'l1', got {cfg.affinity_type!r}"
             )
-        if cfg.triplet_mode not in ("per_modality", "joint"):
+        if cfg.triplet_mode not in ("per_modality", "joint", "cross"):
             raise ConfigError(
-                f"loss.triplet_mode: expected 'per_modality' or 'joint', got {cfg.triplet_mode!r}"
+                "loss.triplet_mode: expected 'per_modality', 'joint' or 'cross', got "
+                f"{cfg.triplet_mode!r}"
             )
         self.cfg = cfg
 
@@ -106,6 +108,9 @@ class DF2AMLoss(nn.Module):
             m = cfg.triplet_margin
             if cfg.triplet_mode == "joint":
                 parts["triplet"] = batch_hard_triplet(feat, labels, m)
+            elif cfg.triplet_mode == "cross":
+                modality = torch.arange(b, device=labels.device) >= k
+                parts["triplet"] = batch_hard_triplet(feat, labels, m, groups=modality)
             else:
                 parts["triplet"] = batch_hard_triplet(feat[:k], labels[:k], m) + batch_hard_triplet(
                     feat[k:], labels[k:], m

@@ -30,9 +30,17 @@ __all__ = ["batch_hard_triplet"]
 
 
 def batch_hard_triplet(
-    feat: torch.Tensor, labels: torch.Tensor, margin: float = 0.3
+    feat: torch.Tensor,
+    labels: torch.Tensor,
+    margin: float = 0.3,
+    groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Batch-hard triplet loss of ``feat`` (B, C) with identity ``labels`` (B,); fp32 scalar."""
+    """Batch-hard triplet loss of ``feat`` (B, C) with identity ``labels`` (B,); fp32 scalar.
+
+    ``groups`` (B,) (e.g. the modality of each row) restricts mining to pairs of *different*
+    groups: every anchor's hardest positive and hardest negative then come from the other
+    modality — the cross-modality ranking that IR → RGB retrieval needs.
+    """
     if feat.shape[0] != labels.shape[0]:
         raise ValueError(
             f"batch_hard_triplet: {feat.shape[0]} feature rows but {labels.shape[0]} labels"
@@ -42,6 +50,9 @@ def batch_hard_triplet(
     eye = torch.eye(same.shape[0], dtype=torch.bool, device=same.device)
     pos = same & ~eye
     neg = ~same
+    if groups is not None:
+        other = groups.unsqueeze(0) != groups.unsqueeze(1)
+        pos, neg = pos & other, neg & other
     # Distances are >= 0, so filling non-positives with 0 leaves the max over positives intact
     # and filling non-negatives with +inf leaves the min over negatives intact.
     hardest_pos = dist.masked_fill(~pos, 0.0).amax(dim=1)
