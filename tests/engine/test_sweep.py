@@ -337,3 +337,17 @@ def test_cli_dry_run_and_collect_only(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["sweep", str(spec_path), "--out", str(out), "--collect-only"]) == 0
     assert (out / "tiny.md").is_file()
     assert main(["sweep", str(spec_path), "--out", str(out)]) == 2  # no --root
+
+
+def test_saved_config_from_before_a_new_key_still_matches(tmp_path):
+    # A run folder written before model.part_pooling / loss.affinity_reduction existed: the
+    # missing keys take their defaults (what that run trained with), so the sweep keeps it.
+    import yaml
+
+    from df2am.config import Config, config_to_dict
+    from df2am.engine.sweep import _read_saved
+
+    doc = config_to_dict(Config())
+    del doc["model"]["part_pooling"], doc["loss"]["affinity_reduction"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(doc))
+    assert _read_saved(tmp_path) == config_to_dict(Config())
