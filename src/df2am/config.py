@@ -110,6 +110,8 @@ class DataConfig:
     flip_prob: float = 0.5
     random_erasing: float = 0.0  # probability; 0 = off
     channel_aug: bool = False  # random channel swap / gray for RGB images
+    #: Share of RGB images that channel augmentation replaces by one channel or the luminance.
+    channel_aug_prob: float = 0.5
     num_workers: int = 2
     #: Decoded, resized uint8 images are cached here ("" = <run dir>/cache). "none" disables.
     cache_dir: str = ""
@@ -227,6 +229,12 @@ class Config:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self.train, key)}")
         if self.data.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.data.num_workers}")
+        for key in ("flip_prob", "random_erasing", "channel_aug_prob"):
+            if not 0.0 <= getattr(self.data, key) <= 1.0:
+                raise ConfigError(
+                    f"data.{key} is a probability: expected a value in [0, 1], got "
+                    f"{getattr(self.data, key)}"
+                )
         if sorted(self.optim.milestones) != list(self.optim.milestones):
             raise ConfigError(f"optim.milestones must be ascending, got {self.optim.milestones}")
         if self.eval.trials < 1 or self.eval.trials > 10:

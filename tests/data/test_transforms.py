@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from df2am.config import DataConfig
@@ -163,3 +164,21 @@ def test_resize_is_noop_at_size_and_from_config():
     cfg = DataConfig(height=16, width=8, pad=3, flip_prob=0.25, random_erasing=0.1)
     t = TrainTransform.from_config(cfg)
     assert (t.height, t.width, t.pad, t.flip_prob, t.random_erasing) == (16, 8, 3, 0.25, 0.1)
+
+
+def test_channel_aug_prob_zero_keeps_all_one_replaces_all() -> None:
+    from df2am.data.transforms import TrainTransform
+
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (16, 8, 4, 3), dtype=torch.uint8, generator=g)
+    plain = TrainTransform(8, 4, pad=0, flip_prob=0.0)(imgs, generator=torch.Generator(), rgb=True)
+    for p, gray_rows in ((0.0, 0), (1.0, 16)):
+        t = TrainTransform(8, 4, pad=0, flip_prob=0.0, channel_aug=True, channel_aug_prob=p)
+        out = t(imgs, generator=torch.Generator().manual_seed(1), rgb=True)
+        # A replaced image has one value on all three channels (before normalisation), i.e.
+        # its normalised channels are an exact affine image of each other; a kept one equals
+        # the un-augmented transform.
+        kept = [(out[i] - plain[i]).abs().max().item() < 1e-5 for i in range(16)]
+        assert kept.count(False) == gray_rows
+    with pytest.raises(ValueError, match="channel_aug_prob"):
+        TrainTransform(8, 4, channel_aug=True, channel_aug_prob=1.5)

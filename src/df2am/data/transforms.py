@@ -21,7 +21,7 @@ Training transform, in order:
 3. optional channel augmentation (``channel_aug``, RGB images only): after CAJ's
    channel-exchangeable augmentation (Ye et al., ICCV 2021, ``ChannelExchange`` /
    ``ChannelAdapGray``). What we implement: each RGB image is kept unchanged with probability
-   1/2; otherwise it becomes one of four single-channel images repeated over 3 channels, chosen
+   1 − ``channel_aug_prob`` (default 1/2); otherwise it becomes one of four single-channel images repeated over 3 channels, chosen
    uniformly: its R, its G, its B channel, or its luminance 0.2989·R + 0.587·G + 0.114·B.
    Differences from CAJ: CAJ doubles the RGB batch (original + augmented copy) — we keep the
    batch layout of the sampler and mix instead; and we exchange channels *before* ImageNet
@@ -187,17 +187,27 @@ class TrainTransform:
         flip_prob: float = 0.5,
         random_erasing: float = 0.0,
         channel_aug: bool = False,
+        channel_aug_prob: float = 0.5,
     ) -> None:
         self.height, self.width = int(height), int(width)
         self.pad = int(pad)
         self.flip_prob = float(flip_prob)
         self.random_erasing = float(random_erasing)
         self.channel_aug = bool(channel_aug)
+        if not 0.0 <= channel_aug_prob <= 1.0:
+            raise ValueError(f"channel_aug_prob must be in [0, 1], got {channel_aug_prob}")
+        self.channel_aug_prob = float(channel_aug_prob)
 
     @classmethod
     def from_config(cls, cfg: DataConfig) -> TrainTransform:
         return cls(
-            cfg.height, cfg.width, cfg.pad, cfg.flip_prob, cfg.random_erasing, cfg.channel_aug
+            cfg.height,
+            cfg.width,
+            cfg.pad,
+            cfg.flip_prob,
+            cfg.random_erasing,
+            cfg.channel_aug,
+            cfg.channel_aug_prob,
         )
 
     def __call__(
@@ -212,7 +222,8 @@ class TrainTransform:
         flip = torch.rand(B, generator=g) < self.flip_prob
         x = pad_crop_flip(x, self.pad, oy, ox, flip)
         if self.channel_aug and rgb:
-            keep = torch.rand(B, generator=g) < 0.5
+            # "< 1 - p" (not ">= p") keeps the draws of the default p = 0.5 as before.
+            keep = torch.rand(B, generator=g) < 1.0 - self.channel_aug_prob
             choice = torch.randint(1, 5, (B,), generator=g).masked_fill_(keep, 0)
             x = normalize(channel_mix(x.float(), choice))
         else:
