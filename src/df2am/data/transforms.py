@@ -22,7 +22,8 @@ Training transform, in order:
    channel-exchangeable augmentation (Ye et al., ICCV 2021, ``ChannelExchange`` /
    ``ChannelAdapGray``). What we implement: each RGB image is kept unchanged with probability
    1 − ``channel_aug_prob`` (default 1/2); otherwise it becomes one of four single-channel
-   images repeated over 3 channels, chosen uniformly: its R, its G, its B channel, or its luminance 0.2989·R + 0.587·G + 0.114·B.
+   images repeated over 3 channels, chosen uniformly: its R, its G, its B channel, or its
+   luminance 0.2989·R + 0.587·G + 0.114·B.
    Differences from CAJ: CAJ doubles the RGB batch (original + augmented copy) — we keep the
    batch layout of the sampler and mix instead; and we exchange channels *before* ImageNet
    normalisation, so the result is a real gray image normalised like any image (IR images are
