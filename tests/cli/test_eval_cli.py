@@ -63,6 +63,18 @@ def test_eval_writes_results_and_table(setup, capsys: pytest.CaptureFixture[str]
         assert name in out
 
 
+def test_eval_diagnose_prints_and_writes_the_alignment(setup, tmp_path: Path, capsys):
+    ckpt, root = setup
+    out = tmp_path / "diag"
+    assert main(["eval", str(ckpt), "--root", str(root), "--device", "cpu", "--diagnose",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    doc = json.loads((out / "results.json").read_text())
+    align = doc["alignment"]
+    assert f"{align['ir2rgb_mAP']:6.2f}" in printed and "within IR" in printed
+    assert align["cross_gap"] == pytest.approx(align["cross_neg_dist"] - align["cross_pos_dist"])
+
+
 def test_eval_options_override_checkpoint_config(setup, tmp_path: Path):
     ckpt, root = setup
     argv = ["eval", str(ckpt), "--root", str(root), "--out", str(tmp_path / "o"),
