@@ -22,7 +22,8 @@ Steps (each logged):
 
 ``<out>`` then holds ``metrics.json`` (trained: ``rank1``, ``rank5``, ``rank10``, ``rank20``,
 ``mAP``, ``mINP`` in percent, each with a ``_std`` twin), ``metrics_untrained.json``,
-``results.json`` (the trained model's full evaluation: protocol, per-trial metrics, CMC),
+``results.json`` (the trained model's full evaluation: protocol, per-trial metrics, CMC, and
+the modality-alignment report under ``alignment``),
 ``config.yaml`` (the resolved config), ``model_final.pt`` and ``checkpoints/``, ``tb/``
 (TensorBoard), ``metrics.jsonl``, ``train.log`` and ``cmc.png`` (trained and untrained CMC).
 
@@ -236,7 +237,10 @@ def run_demo(out_dir: str | Path, *, tiny: bool = False, device: str = "cpu") ->
 
     logger.info("demo step 4/4: evaluating the trained model")
     model, run_cfg = load_model(result.final_checkpoint, device=device)
-    trained = evaluate_model(model, run_cfg, root, device=device, cache_dir=cache_dir)
+    # With the modality-alignment report: within-RGB / within-IR / cross-modality retrieval.
+    trained = evaluate_model(
+        model, run_cfg, root, device=device, cache_dir=cache_dir, diagnose=True
+    )
     write_eval_outputs(
         trained,
         out,
