@@ -310,6 +310,13 @@ def config_from_dict(data: dict[str, Any], source: str = "") -> Config:
     return cfg
 
 
+def complete_config_dict(data: dict[str, Any], source: str = "") -> dict[str, Any]:
+    """A saved config mapping with every key of today's :class:`Config`: keys added since it was
+    written take their defaults (which reproduce the behaviour it ran with); unknown keys are
+    a :class:`ConfigError` naming ``source``."""
+    return config_to_dict(config_from_dict(data, source=source))
+
+
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """The config as plain nested dicts/lists, ready for YAML or JSON."""
     return dataclasses.asdict(cfg)

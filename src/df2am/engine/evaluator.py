@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -189,8 +188,8 @@ class EvalReport:
             "per_trial": per_trial,
             "cmc": {"rank": list(range(1, len(mean) + 1)), "mean": mean, "std": std},
             "seconds": round(self.seconds, 3),
-            **({} if self.alignment is None else {"alignment": {
-                k: (None if math.isnan(v) else v) for k, v in self.alignment.items()}}),
+            **({} if self.alignment is None
+               else {"alignment": AlignmentReport(self.alignment).to_json()}),
         }
 
 

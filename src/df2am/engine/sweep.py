@@ -64,7 +64,7 @@ from typing import IO, Any
 
 import yaml
 
-from df2am.config import Config, config_from_dict, config_to_dict, load_config
+from df2am.config import Config, complete_config_dict, config_to_dict, load_config
 from df2am.errors import ConfigError, Df2amError
 
 __all__ = [
@@ -559,9 +559,8 @@ def _read_saved(run_dir: Path) -> dict[str, Any] | None:
         raise SweepError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise SweepError(f"{path}: not a df2am run config")
-    # Keys added to the config since that run was saved take their defaults (which reproduce
-    # the behaviour the run was trained with), so older run folders still match.
-    return config_to_dict(config_from_dict(data, source=str(path)))
+    # Older run folders (written before a key existed) still match.
+    return complete_config_dict(data, source=str(path))
 
 
 def _status(run_dir: Path) -> str:

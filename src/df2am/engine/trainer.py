@@ -63,7 +63,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from df2am.config import Config, config_from_dict, config_to_dict, save_config
+from df2am.config import (
+    Config,
+    complete_config_dict,
+    config_from_dict,
+    config_to_dict,
+    save_config,
+)
 from df2am.data.records import ImageRecord
 from df2am.engine.checkpoint import (
     FORMAT_VERSION,
@@ -193,8 +199,7 @@ def _config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list
 
 
 def _check_resume_config(cfg: Config, run_dir: Path, saved: dict[str, Any]) -> None:
-    # A checkpoint from before a config key existed: the key's default is what it trained with.
-    saved = config_to_dict(config_from_dict(saved, source=f"{run_dir} checkpoint"))
+    saved = complete_config_dict(saved, source=f"{run_dir} checkpoint")
     diff = [k for k in _config_diff(config_to_dict(cfg), saved) if k not in RESUME_OVERRIDABLE]
     if diff:
         raise ConfigError(
@@ -243,11 +248,12 @@ def _validate(
     *,
     device: torch.device,
     cache_dir: str,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], AlignmentReport]:
     """IR → RGB retrieval on the validation ids (``rank1``, ``mAP``, ``mINP``; the model
     selection criterion) and, under ``align``, the modality-alignment report of the same
     features (:func:`df2am.evaluation.modality_alignment`: within-RGB, within-IR and
-    cross-modality Rank-1/mAP, the cross-modality positive/negative distance gap)."""
+    cross-modality Rank-1/mAP, the cross-modality positive/negative distance gap); the report
+    itself is returned beside, for the log line."""
     from df2am.engine.evaluator import extract_records
     from df2am.evaluation import evaluate_features, modality_alignment
 
@@ -279,10 +285,9 @@ def _validate(
     d = res.to_dict()
     align = modality_alignment(
         g, q, g_ids, q_ids, np.asarray([r.cam for r in gallery]), np.asarray([r.cam for r in query])
-    ).to_dict()
-    # NaN (a modality with one image per id) is not JSON: logged as null.
-    align_json = {k: (None if math.isnan(v) else v) for k, v in align.items()}
-    return {"rank1": d["rank1"], "mAP": d["mAP"], "mINP": d["mINP"], "align": align_json}
+    )
+    metrics = {"rank1": d["rank1"], "mAP": d["mAP"], "mINP": d["mINP"], "align": align.to_json()}
+    return metrics, align
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -534,16 +539,14 @@ def _train(
             )
             improved = False
             if val_due and ctx.is_main:
-                metrics = _validate(
+                metrics, align = _validate(
                     model, cfg, val_query, val_gallery, device=device, cache_dir=cache_dir
                 )
                 val_history.append({"epoch": done, **metrics})
                 mlog.write({"event": "val", "epoch": done, **metrics}, step=done)
                 logger.info(
                     "epoch %d validation: rank1 %.2f%% mAP %.2f%%; alignment: %s", done,
-                    metrics["rank1"], metrics["mAP"], AlignmentReport(
-                        {k: math.nan if v is None else v for k, v in metrics["align"].items()}
-                    ).summary(),
+                    metrics["rank1"], metrics["mAP"], align.summary(),
                 )
                 if metrics["mAP"] > best["mAP"]:
                     best = {"epoch": done, "mAP": metrics["mAP"]}

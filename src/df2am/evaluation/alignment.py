@@ -72,6 +72,10 @@ class AlignmentReport:
         """The flat ``ALIGNMENT_KEYS`` → value mapping (a copy)."""
         return dict(self.values)
 
+    def to_json(self) -> dict[str, float | None]:
+        """:meth:`to_dict` with NaN (no query or pair to score) as None, which JSON can hold."""
+        return {k: None if math.isnan(v) else v for k, v in self.values.items()}
+
     def summary(self) -> str:
         """One readable line, e.g. for a training log."""
         v = self.values

@@ -54,6 +54,11 @@ from df2am.models.output import ModelOutput
 __all__ = ["DF2AMLoss", "build_loss"]
 
 
+def _metric_feature(out: ModelOutput, which: str) -> torch.Tensor:
+    """The feature a metric term (triplet, L_A) works on: f^g ("global") or BN(f^g)."""
+    return out.bn_feat if which == "bn_global" else out.global_feat
+
+
 class DF2AMLoss(nn.Module):
     """Eq. 4, L = L_B + λ·L_D + ζ·L_A, configured by a :class:`LossConfig` (no parameters)."""
 
@@ -104,7 +109,7 @@ class DF2AMLoss(nn.Module):
         parts: dict[str, torch.Tensor] = {}
         if cfg.use_baseline:
             parts["id"] = self._per_modality_ce(out.logits, labels, k)
-            feat = out.bn_feat if cfg.triplet_feature == "bn_global" else out.global_feat
+            feat = _metric_feature(out, cfg.triplet_feature)
             m = cfg.triplet_margin
             if cfg.triplet_mode == "joint":
                 parts["triplet"] = batch_hard_triplet(feat, labels, m)
@@ -123,7 +128,7 @@ class DF2AMLoss(nn.Module):
                 )
             parts["df2"] = cfg.lambda_df2 * self._per_modality_ce(out.fused_logits, labels, k)
         if cfg.use_affinity:
-            af = out.bn_feat if cfg.affinity_feature == "bn_global" else out.global_feat
+            af = _metric_feature(out, cfg.affinity_feature)
             red = cfg.affinity_reduction
             if cfg.affinity_type == "l1":
                 la = affinity_l1_loss(af, labels, cfg.affinity_delta, red)

@@ -29,7 +29,7 @@ Strips are equal (P | H, ``part_pooling="strict"``) or adaptive-pooling bins ("a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +41,8 @@ __all__ = ["DF2Module", "DF2Output", "BNNeck", "part_pool", "PartCountError", "P
 
 PartPooling = Literal["strict", "adaptive"]
 PartAttention = Literal["part", "part_global", "global_vector"]
-_POOLINGS = ("strict", "adaptive")
-_ATTENTIONS = ("part", "part_global", "global_vector")
+_POOLINGS: tuple[str, ...] = get_args(PartPooling)
+_ATTENTIONS: tuple[str, ...] = get_args(PartAttention)
 
 
 class PartCountError(Df2amError, ValueError):
