@@ -37,6 +37,7 @@ from df2am.evaluation.metrics import (
     evaluate,
     evaluate_features,
 )
+from df2am.evaluation.rerank import rerank, rerank_features
 from df2am.evaluation.trials import TrialSummary, aggregate_trials
 
 __all__ = [
@@ -55,4 +56,6 @@ __all__ = [
     "evaluate",
     "evaluate_features",
     "pairwise_distance",
+    "rerank",
+    "rerank_features",
 ]
