@@ -75,9 +75,9 @@ def main() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from df2am.config import apply_overrides
+    from df2am.data.datasets.sysu import _record, list_images, read_ids, sysu_query
     from df2am.data.protocol import train_records
     from df2am.data.synthetic import write_synthetic
-    from df2am.data.sysu import _record, list_images, read_ids, sysu_query
     from df2am.engine.api import load_model
     from df2am.engine.demo import DEMO_DATA, demo_config
     from df2am.engine.evaluator import evaluate_model

@@ -100,9 +100,10 @@ class LossConfig:
 class DataConfig:
     """Training data: which dataset, where, and the transforms of method.md."""
 
-    dataset: Literal["sysu", "regdb"] = "sysu"
+    #: A name of df2am.data.datasets.DATASETS ("sysu", "regdb", "llcm").
+    dataset: str = "sysu"
     root: str = ""
-    #: RegDB training trial (1..10); ignored for SYSU-MM01.
+    #: Training trial of datasets with one model per trial (RegDB: 1..10); ignored otherwise.
     trial: int = 1
     height: int = 256
     width: int = 128
@@ -174,10 +175,26 @@ class EvalConfig:
     trials: int = 10
     #: SYSU official split file; "" = <root>/exp/rand_perm_cam.mat.
     split_file: str = ""
-    direction: Literal["v2t", "t2v"] = "v2t"
+    #: Query→gallery direction of the dataset (RegDB "v2t" | "t2v"; LLCM "i2v" | "v2i" |
+    #: "v2i_transposed"); SYSU-MM01 has none and ignores it.
+    direction: str = "v2t"
     metric: Literal["cosine", "euclidean"] = "cosine"
     batch_size: int = 128
     max_rank: int = 20
+    #: k-reciprocal re-ranking (Zhong et al., CVPR 2017) of each trial's query + gallery.
+    rerank: bool = False
+    rerank_k1: int = 20
+    rerank_k2: int = 6
+    rerank_lambda: float = 0.3
+
+    def check_rerank(self) -> None:
+        """The re-ranking parameters are in range (also for evaluator overrides)."""
+        if self.rerank_k1 < 1 or self.rerank_k2 < 1:
+            raise ConfigError(f"eval.rerank_k1 and eval.rerank_k2 must be >= 1, got "
+                              f"{self.rerank_k1} and {self.rerank_k2}")
+        if not 0.0 <= self.rerank_lambda <= 1.0:
+            raise ConfigError(f"eval.rerank_lambda is a weight: expected a value in [0, 1], "
+                              f"got {self.rerank_lambda}")
 
 
 @dataclass
@@ -239,6 +256,17 @@ class Config:
             raise ConfigError(f"optim.milestones must be ascending, got {self.optim.milestones}")
         if self.eval.trials < 1 or self.eval.trials > 10:
             raise ConfigError(f"eval.trials must be in 1..10, got {self.eval.trials}")
+        self.eval.check_rerank()
+        self._validate_dataset()
+
+    def _validate_dataset(self) -> None:
+        """The dataset exists and the protocol options are valid for it."""
+        # Imported here: df2am.data imports this module (the loaders take DataConfig).
+        from df2am.data.datasets import get_dataset
+
+        ds = get_dataset(self.data.dataset, "data.dataset")
+        if "direction" in ds.option_choices:
+            ds.resolve_options(direction=self.eval.direction)
 
 
 # --------------------------------------------------------------------------- conversion

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from df2am.cli import main
-from df2am.data import regdb, sysu
+from df2am.data.datasets import regdb, sysu
 from df2am.data.protocol import test_split, train_records, trial_numbers
 from df2am.errors import ConfigError
 
@@ -31,7 +31,7 @@ def as_dicts(records) -> list[dict]:
 def test_trial_numbers() -> None:
     assert list(trial_numbers("sysu")) == list(range(10))
     assert list(trial_numbers("regdb")) == list(range(1, 11))
-    with pytest.raises(ConfigError, match="dataset must be one of"):
+    with pytest.raises(ConfigError, match="dataset: expected one of"):
         trial_numbers("market")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from df2am.data.regdb import read_regdb_train, regdb_test
+from df2am.data.datasets.regdb import read_regdb_train, regdb_test
 from df2am.errors import ConfigError, DatasetError
 
 
@@ -105,7 +105,8 @@ def test_training_labels_must_match_between_modalities(regdb_root: Path) -> None
     path = regdb_root / "idx" / "train_thermal_1.txt"
     lines = path.read_text().splitlines()
     path.write_text("\n".join(line for line in lines if not line.endswith(" 1")) + "\n")
-    with pytest.raises(DatasetError, match=r"only visible \[1\]"):
+    expected = r"only in train_visible_1\.txt \[1\], only in train_thermal_1\.txt \[\]"
+    with pytest.raises(DatasetError, match=expected):
         read_regdb_train(regdb_root, 1)
 
 

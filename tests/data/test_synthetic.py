@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from df2am.data import regdb, sysu
+from df2am.data.datasets import regdb, sysu
 from df2am.data.synthetic import (
     SyntheticSpec,
     draw_person,

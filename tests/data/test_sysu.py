@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import scipy.io
 
-from df2am.data.records import ImageRecord
-from df2am.data.sysu import (
+from df2am.data.datasets.sysu import (
     load_official_split,
     read_sysu_train,
     sysu_gallery,
     sysu_query,
 )
+from df2am.data.records import ImageRecord
 from df2am.errors import ConfigError, DatasetError
 
 

@@ -13,8 +13,8 @@ from PIL import Image
 
 from df2am.config import Config, ModelConfig
 from df2am.data import transforms
-from df2am.data.regdb import regdb_test
-from df2am.data.sysu import sysu_gallery, sysu_query
+from df2am.data.datasets.regdb import regdb_test
+from df2am.data.datasets.sysu import sysu_gallery, sysu_query
 from df2am.engine.evaluator import (
     METRIC_KEYS,
     EvalReport,

@@ -134,6 +134,10 @@ def test_fresh_sweep_commands_and_exact_table(tmp_path: Path) -> None:
         f"Each cell: ours / paper (%). Ours: `tiny` runs under `{out.resolve()}`; — = not run "
         "yet / not reported.",
         "",
+        # Tricks are stated for every evaluation of the table (flip/re-ranking off here).
+        "Evaluation `all`: flip averaging off, re-ranking off.",
+        "Evaluation `indoor`: flip averaging off, re-ranking off.",
+        "",
         "| Setting | All r=1 | Indoor mAP |",
         "| --- | ---: | ---: |",
         "| Run A | 50.00 / 52.88 | 64.00 / 64.27 |",

@@ -6,12 +6,13 @@ Examples::
     df2am protocol sysu --root /data/SYSU-MM01 --mode indoor --trial 3 --sampler official \\
         --shots 10 --split-file ~/rand_perm_cam.mat
     df2am protocol regdb --root /data/RegDB --trial 1 --direction t2v
+    df2am protocol llcm --root /data/LLCM --trial 0 --direction i2v
     df2am data verify --dataset sysu --root /data/SYSU-MM01
     df2am data synth --layout regdb --out /tmp/regdb-synth --ids 20 --seed 0 --size 64x32
 
 ``protocol`` prints ``{"query": [...], "gallery": [...]}`` (one record per line; each record
 ``{"path", "pid", "cam"}`` with the path relative to ``--root``) in the order we evaluate on.
-SYSU-MM01 trials are 0..9, RegDB trials 1..10.
+SYSU-MM01 and LLCM trials are 0..9, RegDB trials 1..10.
 """
 
 from __future__ import annotations
@@ -35,8 +36,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------------- protocol
 
 
+#: Help of the protocol options (TestOptions fields) on the command line.
+OPTION_HELP = {
+    "mode": "search mode",
+    "sampler": "gallery sampler",
+    "shots": "gallery shots",
+    "split_file": "rand_perm_cam.mat for --sampler official (default: ROOT/exp/rand_perm_cam.mat)",
+}
+#: Options a user must give to ``df2am protocol``: they choose which images are compared.
+REQUIRED_OPTIONS = ("mode", "direction")
+
+
 def _register_protocol(sub: argparse._SubParsersAction) -> None:
-    from df2am.data import regdb, sysu
+    from df2am.data.datasets import DATASETS
 
     protocol = sub.add_parser(
         "protocol",
@@ -47,47 +59,30 @@ def _register_protocol(sub: argparse._SubParsersAction) -> None:
     )
     datasets = protocol.add_subparsers(dest="dataset", metavar="DATASET")
     datasets.required = True
-
-    p = datasets.add_parser("sysu", help="SYSU-MM01 (trials 0..9)")
-    p.add_argument("--root", required=True, help="folder that holds cam1 … cam6 and exp/")
-    p.add_argument("--mode", required=True, choices=sysu.MODES, help="search mode")
-    p.add_argument("--trial", required=True, type=int, help="trial 0..9")
-    p.add_argument("--sampler", default="seeded", choices=sysu.SAMPLERS, help="gallery sampler")
-    p.add_argument("--shots", default=1, type=int, choices=sysu.SHOTS, help="gallery shots")
-    p.add_argument(
-        "--split-file",
-        default=None,
-        help="rand_perm_cam.mat for --sampler official (default: ROOT/exp/rand_perm_cam.mat)",
-    )
-    p.set_defaults(func=_run_protocol)
-
-    p = datasets.add_parser("regdb", help="RegDB (trials 1..10)")
-    p.add_argument("--root", required=True, help="folder that holds Visible/, Thermal/, idx/")
-    p.add_argument("--trial", required=True, type=int, help="trial 1..10")
-    p.add_argument(
-        "--direction",
-        required=True,
-        choices=tuple(regdb.DIRECTIONS),
-        help="v2t: visible query, thermal gallery; t2v: the reverse",
-    )
-    p.set_defaults(func=_run_protocol)
+    for ds in DATASETS.values():
+        first, last = ds.trials[0], ds.trials[-1]
+        p = datasets.add_parser(ds.name, help=f"{ds.title} (trials {first}..{last})")
+        p.add_argument("--root", required=True, help=ds.layout_help)
+        p.add_argument("--trial", required=True, type=int, help=f"trial {first}..{last}")
+        for option, choices in ds.option_choices.items():
+            required = option in REQUIRED_OPTIONS
+            kwargs: dict = {"required": required,
+                            "default": None if required else ds.option_defaults[option]}
+            if choices is not None:
+                kwargs["choices"] = choices
+                kwargs["type"] = type(choices[0])
+            text = (OPTION_HELP.get(option)
+                    or "; ".join(f"{k}: {v}" for k, v in ds.direction_help.items()))
+            p.add_argument("--" + option.replace("_", "-"), help=text, **kwargs)
+        p.set_defaults(func=_run_protocol)
 
 
 def _run_protocol(args: argparse.Namespace) -> int:
-    from df2am.data.protocol import test_split
+    from df2am.data.datasets import get_dataset
 
-    if args.dataset == "sysu":
-        query, gallery = test_split(
-            "sysu",
-            args.root,
-            mode=args.mode,
-            trial=args.trial,
-            sampler=args.sampler,
-            shots=args.shots,
-            split_file=args.split_file,
-        )
-    else:
-        query, gallery = test_split("regdb", args.root, trial=args.trial, direction=args.direction)
+    ds = get_dataset(args.dataset, "dataset")
+    options = ds.resolve_options(**{k: getattr(args, k) for k in ds.option_choices})
+    query, gallery = ds.test_split(args.root, ds.check_trial(args.trial), options)
     sys.stdout.write(format_protocol_json(query, gallery))
     return 0
 
@@ -110,6 +105,7 @@ def format_protocol_json(query: Sequence[ImageRecord], gallery: Sequence[ImageRe
 
 
 def _register_data(sub: argparse._SubParsersAction) -> None:
+    from df2am.data.datasets import dataset_names
     data = sub.add_parser("data", help="check a dataset or write a synthetic one")
     commands = data.add_subparsers(dest="data_command", metavar="COMMAND")
     commands.required = True
@@ -121,18 +117,19 @@ def _register_data(sub: argparse._SubParsersAction) -> None:
         "modality, and decode every image. Prints a summary table; exits 1 and lists every "
         "problem (file and what was expected) when something is wrong.",
     )
-    p.add_argument("--dataset", required=True, choices=("sysu", "regdb"))
+    p.add_argument("--dataset", required=True, choices=dataset_names())
     p.add_argument("--root", required=True, help="the unzipped dataset folder")
     p.add_argument("--workers", type=int, default=None, help="decoding threads (default: ≤ 8)")
     p.set_defaults(func=_run_verify)
 
     p = commands.add_parser(
         "synth",
-        help="write a small synthetic dataset in the SYSU-MM01 or RegDB layout",
+        help="write a small synthetic dataset in the SYSU-MM01, RegDB or LLCM layout",
         description="Write a synthetic RGB-IR dataset that the real readers accept, for smoke "
         "tests and examples.",
     )
-    p.add_argument("--layout", required=True, choices=("sysu", "regdb"))
+    p.add_argument("--layout", required=True, choices=dataset_names(),
+                   help="the released layout to write (every dataset has a synthetic twin)")
     p.add_argument("--out", required=True, help="output folder (the dataset root)")
     p.add_argument("--ids", type=int, default=None, help="number of identities")
     p.add_argument("--seed", type=int, default=None, help="random seed")

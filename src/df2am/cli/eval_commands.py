@@ -4,6 +4,7 @@
 
     df2am eval runs/sysu/model_final.pt --root /data/SYSU-MM01 --mode all --trials 10
     df2am eval runs/regdb_t1/model_final.pt --root /data/RegDB --dataset regdb --direction t2v
+    df2am eval runs/llcm/model_final.pt --root /data/LLCM --direction v2i_transposed --rerank
     df2am demo --out runs/demo
 """
 
@@ -18,11 +19,23 @@ from df2am.errors import CheckpointError, DatasetError
 logger = logging.getLogger(__name__)
 
 
+def _choices(option: str) -> list:
+    """Every dataset's values of one protocol option (the evaluator checks the dataset's)."""
+    from df2am.data.datasets import DATASETS
+
+    values: list = []
+    for ds in DATASETS.values():
+        values += [v for v in ds.option_choices.get(option) or () if v not in values]
+    return values
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``eval`` and ``demo`` to the top-level parser."""
+    from df2am.data.datasets import dataset_names
+
     p = sub.add_parser(
         "eval",
-        help="evaluate a checkpoint with the SYSU-MM01 or RegDB test protocol",
+        help="evaluate a checkpoint with the SYSU-MM01, RegDB or LLCM test protocol",
         description=(
             "Extract test features once, evaluate every trial, print Rank-1/5/10/20, mAP and "
             "mINP as mean ± std over the trials, and write results.json and cmc.png. Settings "
@@ -32,19 +45,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", type=Path, help="model_final.pt or a training checkpoint")
     p.add_argument("--root", type=Path, required=True, help="dataset root folder")
-    p.add_argument("--dataset", choices=["sysu", "regdb"], help="default: the checkpoint's")
-    p.add_argument("--mode", choices=["all", "indoor"], help="SYSU search mode")
-    p.add_argument("--sampler", choices=["seeded", "official"], help="SYSU gallery sampler")
-    p.add_argument("--shots", type=int, choices=[1, 10], help="SYSU gallery shots")
-    p.add_argument("--trials", type=int, help="SYSU trials (1..10); RegDB: 1")
-    p.add_argument("--direction", choices=["v2t", "t2v"], help="RegDB query→gallery direction")
+    p.add_argument("--dataset", choices=dataset_names(), help="default: the checkpoint's")
+    p.add_argument("--mode", choices=_choices("mode"), help="SYSU search mode")
+    p.add_argument("--sampler", choices=_choices("sampler"), help="SYSU gallery sampler")
+    p.add_argument("--shots", type=int, choices=_choices("shots"), help="SYSU gallery shots")
+    p.add_argument("--trials", type=int,
+                   help="trials of SYSU-MM01 / LLCM (1..10); RegDB: 1 (the model's own)")
+    p.add_argument("--direction", choices=_choices("direction"),
+                   help="query→gallery direction: RegDB v2t | t2v; LLCM i2v | v2i | "
+                        "v2i_transposed (the reference code's V→I: sampled NIR probes against "
+                        "all visible images)")
+    p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
+                   help="k-reciprocal re-ranking (default eval.rerank, off)")
+    p.add_argument("--rerank-k1", type=int, help="re-ranking k1 (default eval.rerank_k1, 20)")
+    p.add_argument("--rerank-k2", type=int, help="re-ranking k2 (default eval.rerank_k2, 6)")
+    p.add_argument("--rerank-lambda", type=float,
+                   help="re-ranking λ, weight of the original distance (default 0.3)")
     p.add_argument(
         "--split-file", help="SYSU official split (default <root>/exp/rand_perm_cam.mat)"
     )
     p.add_argument(
         "--out",
         type=Path,
-        help="output folder (default <checkpoint dir>/eval_<dataset>_<mode|direction>)",
+        help="output folder (default <checkpoint dir>/eval_<dataset>_<mode|direction>[_rerank])",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     p.add_argument("--batch-size", type=int, help="test batch size (default eval.batch_size)")
@@ -112,11 +135,16 @@ def _run_eval(args: argparse.Namespace) -> int:
         feature=args.feature,
         flip=args.flip,
         diagnose=args.diagnose,
+        rerank=args.rerank,
+        rerank_k1=args.rerank_k1,
+        rerank_k2=args.rerank_k2,
+        rerank_lambda=args.rerank_lambda,
     )
     out = args.out
     if out is None:
-        which = report.mode if report.dataset == "sysu" else report.direction
-        out = args.checkpoint.resolve().parent / f"eval_{report.dataset}_{which}"
+        which = report.mode or report.direction
+        rr = "_rerank" if report.rerank else ""
+        out = args.checkpoint.resolve().parent / f"eval_{report.dataset}_{which}{rr}"
     path = write_eval_outputs(
         report, out, extra={"checkpoint": str(args.checkpoint.resolve()), "root": str(args.root)}
     )

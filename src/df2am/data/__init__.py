@@ -11,7 +11,8 @@ The readers and protocols::
     train = train_records("sysu", "/data/SYSU-MM01")                  # list[ImageRecord]
     query, gallery = test_split("sysu", "/data/SYSU-MM01", mode="all", trial=0)
 
-``sysu``, ``regdb``, ``synthetic`` (the built-in dataset) and ``verify`` hold the details.
+``datasets`` (one object per dataset: SYSU-MM01, RegDB, LLCM), ``synthetic`` (the built-in
+dataset) and ``verify`` hold the details.
 """
 
 from df2am.data.cache import load_images

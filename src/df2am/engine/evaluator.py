@@ -23,6 +23,14 @@ Protocols (``protocols.md``):
   (``df2am train --trials`` trains and aggregates them). The direction picks the modalities:
   ``v2t`` = visible query (extracted with the RGB stem) against the thermal gallery (IR stem);
   ``t2v`` swaps them.
+* **LLCM**: like SYSU-MM01, one model on trials 0..9 (a seeded gallery each). ``i2v`` = all NIR
+  test images against a sampled visible gallery; ``v2i`` the reverse; ``v2i_transposed`` the
+  reference code's VIS→IR (sampled NIR probes against every visible image), where the query
+  changes per trial and the gallery is fixed — both sides are extracted once over all trials.
+
+Each dataset object (:mod:`df2am.data.datasets`) gives the trials, lists and metric rule; this
+module names none. Every printed table and ``results.json`` states the test feature, flip
+averaging and re-ranking (``eval.rerank``: k-reciprocal, :func:`df2am.evaluation.rerank`).
 
 Features come from :meth:`df2am.models.DF2AMNet.extract` (L2-normalised, fp32), distances and
 metrics from :func:`df2am.evaluation.evaluate_features`, and the trial mean/std from
@@ -31,10 +39,11 @@ metrics from :func:`df2am.evaluation.evaluate_features`, and the trial mean/std 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,10 +51,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from df2am.config import Config, DataConfig
+from df2am.config import Config, DataConfig, EvalConfig
 from df2am.data.cache import NO_CACHE
+from df2am.data.datasets import TestOptions, get_dataset
 from df2am.data.loader import build_test_loader
-from df2am.data.protocol import test_split
 from df2am.data.records import ImageRecord
 from df2am.engine.plots import plot_cmc
 from df2am.engine.precision import resolve_device
@@ -55,8 +64,10 @@ from df2am.evaluation import (
     EvalResult,
     TrialSummary,
     aggregate_trials,
+    evaluate,
     evaluate_features,
     modality_alignment,
+    rerank_features,
 )
 
 __all__ = [
@@ -126,18 +137,22 @@ class EvalReport:
     num_gallery_extracted: int
     seconds: float
     alignment: dict[str, float] | None = None
+    rerank: dict[str, float] | None = None
 
     @property
     def title(self) -> str:
         """A one-line description of the protocol, e.g. ``SYSU-MM01 all-search, seeded ...``."""
-        if self.dataset == "sysu":
-            shots = "single-shot" if self.shots == 1 else f"{self.shots}-shot"
-            return (
-                f"SYSU-MM01 {self.mode}-search, {self.sampler} sampler, {shots}, "
-                f"{len(self.trials)} trial{'s' if len(self.trials) != 1 else ''}"
-            )
-        arrow = "visible→thermal" if self.direction == "v2t" else "thermal→visible"
-        return f"RegDB {arrow}, trial {self.trials[0]}"
+        options = TestOptions(mode=self.mode, sampler=self.sampler, shots=self.shots,
+                              direction=self.direction)
+        return get_dataset(self.dataset).describe(options, self.trials)
+
+    @property
+    def options_line(self) -> str:
+        """The evaluation options that change numbers, always stated: feature, flip
+        averaging and re-ranking, e.g. ``fused feature, flip off, re-ranking off``."""
+        rr = "off" if self.rerank is None else (
+            f"on (k1={self.rerank['k1']}, k2={self.rerank['k2']}, λ={self.rerank['lambda']})")
+        return f"{self.feature} feature, flip {'on' if self.flip else 'off'}, re-ranking {rr}"
 
     def metrics(self) -> dict[str, float]:
         """The summary in percent: ``rank1``, ``rank5``, ``rank10``, ``rank20``, ``mAP``,
@@ -180,6 +195,9 @@ class EvalReport:
                 "metric": self.metric,
                 "feature": self.feature,
                 "flip": self.flip,
+                "rerank": self.rerank is not None,
+                "rerank_params": self.rerank,
+                "metric_rule": get_dataset(self.dataset).metric_rule,
                 "max_rank": self.max_rank,
                 "num_query": self.num_query,
                 "num_gallery": list(self.num_gallery),
@@ -274,6 +292,10 @@ def evaluate_model(
     feature: str | None = None,
     flip: bool | None = None,
     diagnose: bool = False,
+    rerank: bool | None = None,
+    rerank_k1: int | None = None,
+    rerank_k2: int | None = None,
+    rerank_lambda: float | None = None,
 ) -> EvalReport:
     """Evaluate ``model`` with the test protocol of ``cfg.eval`` (overridable per argument).
 
@@ -289,6 +311,8 @@ def evaluate_model(
             valid, so anything but 1 is an error there.
         cache_dir: decoded-image cache of the test loader (None = no cache).
         feature, flip: test feature and flip averaging; None = ``cfg.model`` values.
+        rerank, rerank_k1, rerank_k2, rerank_lambda: k-reciprocal re-ranking and its
+            parameters; None = ``cfg.eval`` values (off, 20, 6, 0.3 by default).
         diagnose: also compute the modality-alignment report (``EvalReport.alignment``) of
             the features already extracted: within-RGB, within-IR and cross-modality
             Rank-1/mAP and the cross-modality distance gap.
@@ -301,7 +325,10 @@ def evaluate_model(
     root = Path(root if root is not None else cfg.data.root)
     if not str(root) or not root.is_dir():
         raise DatasetError(f"dataset root {str(root)!r} is not a folder (set --root or data.root)")
-    ev = cfg.eval
+    given = {"rerank": rerank, "rerank_k1": rerank_k1, "rerank_k2": rerank_k2,
+             "rerank_lambda": rerank_lambda}
+    ev = dataclasses.replace(cfg.eval, **{k: v for k, v in given.items() if v is not None})
+    ev.check_rerank()
     feature = feature or cfg.model.test_feature
     flip = cfg.model.flip_test if flip is None else flip
     batch_size = batch_size or ev.batch_size
@@ -325,82 +352,35 @@ def evaluate_model(
             channels_last=cfg.train.channels_last and dev.type == "cuda",
         )
 
-    if dataset == "sysu":
-        mode = mode or ev.mode
-        sampler = sampler or ev.sampler
-        shots = shots or ev.shots
-        n_trials = trials if trials is not None else ev.trials
-        if not 1 <= n_trials <= 10:
-            raise ConfigError(f"eval.trials must be in 1..10 for SYSU-MM01, got {n_trials}")
-        trial_ids = list(range(n_trials))
-        splits = [
-            test_split(
-                "sysu",
-                root,
-                mode=mode,
-                trial=t,
-                sampler=sampler,
-                shots=shots,
-                split_file=split or None,
-            )
-            for t in trial_ids
-        ]
-        query = splits[0][0]
-        galleries = [g for _, g in splits]
-        direction = None
-    elif dataset == "regdb":
-        direction = direction or ev.direction
-        if trials not in (None, 1):
-            raise ConfigError(
-                f"RegDB: a model is tested on its own trial (data.trial={cfg.data.trial}), got "
-                f"trials={trials}; the 10-trial mean needs one model per trial "
-                "(df2am train --trials 10)"
-            )
-        trial_ids = [cfg.data.trial]
-        query, gallery = test_split("regdb", root, trial=cfg.data.trial, direction=direction)
-        galleries = [gallery]
-        mode = sampler = None
-        shots = None
-    else:
-        raise ConfigError(f"data.dataset: expected 'sysu' or 'regdb', got {dataset!r}")
-
-    if not query:
+    ds = get_dataset(dataset)
+    options = ds.resolve_options(mode=mode or ev.mode, sampler=sampler or ev.sampler,
+                                 shots=shots or ev.shots, split_file=split,
+                                 direction=direction or ev.direction)
+    trial_ids = ds.eval_trials(trials if trials is not None or ds.trial_per_model
+                               else ev.trials, cfg.data.trial)
+    splits = [ds.test_split(root, t, options) for t in trial_ids]
+    if not splits[0][0]:
         raise DatasetError(f"{dataset} at {root}: the query set is empty")
     t0 = time.perf_counter()
-    query_feats = extract(query)
-    # One forward pass per distinct gallery image: the trials' galleries overlap heavily
-    # (10-shot, indoor) and extraction dominates the run time.
-    union_index: dict[str, int] = {}
-    union: list[ImageRecord] = []
-    for gallery in galleries:
-        for rec in gallery:
-            if rec.path not in union_index:
-                union_index[rec.path] = len(union)
-                union.append(rec)
+    # One forward pass per distinct image: the trials' galleries overlap heavily (10-shot,
+    # indoor), and the query is the same in every trial (or, for a transposed protocol, the
+    # gallery is); extraction dominates the run time.
+    query_union, query_index = _union(q for q, _ in splits)
+    union, union_index = _union(g for _, g in splits)
+    query_feats = extract(query_union)
     union_feats = extract(union)
     logger.info(
-        "extracted %d query + %d distinct gallery images in %.1fs",
-        len(query),
+        "extracted %d query + %d gallery images (distinct) in %.1fs",
+        len(query_union),
         len(union),
         time.perf_counter() - t0,
     )
 
-    q_ids, q_cams = _ids_cams(query)
     results: list[EvalResult] = []
-    for t, gallery in zip(trial_ids, galleries, strict=True):
-        rows = torch.as_tensor([union_index[r.path] for r in gallery], dtype=torch.long)
-        g_ids, g_cams = _ids_cams(gallery)
-        res = evaluate_features(
-            query_feats,
-            union_feats[rows],
-            q_ids,
-            g_ids,
-            q_cams,
-            g_cams,
-            protocol=dataset,
-            metric=ev.metric,
-            max_rank=ev.max_rank,
-        )
+    for t, (query, gallery) in zip(trial_ids, splits, strict=True):
+        res = _score(
+            query_feats[_rows(query, query_index)], union_feats[_rows(gallery, union_index)],
+            query, gallery, ds.metric_rule, ev)
         logger.info(
             "trial %d: Rank-1 %.2f%%  mAP %.2f%%  mINP %.2f%%",
             t,
@@ -412,14 +392,14 @@ def evaluate_model(
     summary = aggregate_trials(results)
     alignment = None
     if diagnose:
-        alignment = _alignment(query, query_feats, union, union_feats)
+        alignment = _alignment(query_union, query_feats, union, union_feats)
         logger.info("modality alignment: %s", AlignmentReport(alignment).summary())
     return EvalReport(
         dataset=dataset,
-        mode=mode,
-        direction=direction,
-        sampler=sampler,
-        shots=shots,
+        mode=options.mode,
+        direction=options.direction,
+        sampler=options.sampler,
+        shots=options.shots,
         trials=trial_ids,
         metric=ev.metric,
         feature=feature,
@@ -427,12 +407,50 @@ def evaluate_model(
         max_rank=ev.max_rank,
         results=results,
         summary=summary,
-        num_query=len(query),
-        num_gallery=[len(g) for g in galleries],
+        num_query=len(splits[0][0]),
+        num_gallery=[len(g) for _, g in splits],
         num_gallery_extracted=len(union),
         seconds=time.perf_counter() - start,
         alignment=alignment,
+        rerank=_rerank_params(ev),
     )
+
+
+def _union(lists: Iterable[Sequence[ImageRecord]]) -> tuple[list[ImageRecord], dict[str, int]]:
+    """The distinct records of ``lists`` (first occurrence order) and each path's row."""
+    index: dict[str, int] = {}
+    union: list[ImageRecord] = []
+    for records in lists:
+        for rec in records:
+            if rec.path not in index:
+                index[rec.path] = len(union)
+                union.append(rec)
+    return union, index
+
+
+def _rows(records: Sequence[ImageRecord], index: dict[str, int]) -> torch.Tensor:
+    return torch.as_tensor([index[r.path] for r in records], dtype=torch.long)
+
+
+def _rerank_params(ev: EvalConfig) -> dict[str, float] | None:
+    """The re-ranking parameters when ``eval.rerank`` is on, else None."""
+    if not ev.rerank:
+        return None
+    return {"k1": ev.rerank_k1, "k2": ev.rerank_k2, "lambda": ev.rerank_lambda}
+
+
+def _score(query_feats: torch.Tensor, gallery_feats: torch.Tensor,
+           query: Sequence[ImageRecord], gallery: Sequence[ImageRecord], rule: str,
+           ev: EvalConfig) -> EvalResult:
+    """Metrics of one trial under the dataset's metric ``rule``, re-ranked when asked."""
+    q_ids, q_cams = _ids_cams(query)
+    g_ids, g_cams = _ids_cams(gallery)
+    if not ev.rerank:
+        return evaluate_features(query_feats, gallery_feats, q_ids, g_ids, q_cams, g_cams,
+                                 protocol=rule, metric=ev.metric, max_rank=ev.max_rank)
+    dist = rerank_features(query_feats, gallery_feats, metric=ev.metric, k1=ev.rerank_k1,
+                           k2=ev.rerank_k2, lambda_value=ev.rerank_lambda)
+    return evaluate(dist, q_ids, g_ids, q_cams, g_cams, protocol=rule, max_rank=ev.max_rank)
 
 
 def _alignment(
@@ -465,13 +483,14 @@ def format_table(report: EvalReport, *, label: str | None = None) -> str:
 
     ::
 
-        SYSU-MM01 all-search, seeded sampler, single-shot, 10 trials (fused feature)
+        SYSU-MM01 all-search, seeded sampler, single-shot, 10 trials (fused feature, flip off,
+        re-ranking off)
           metric      mean ±  std (%)
           Rank-1     56.93 ± 1.20
           ...
     """
     m = report.metrics()
-    head = report.title + f" ({report.feature} feature{', flip' if report.flip else ''})"
+    head = f"{report.title} ({report.options_line})"
     if label:
         head = f"{label}: {head}"
     lines = [head, f"  {'metric':<8} {'mean':>7} ± {'std':>5} (%)"]

@@ -114,6 +114,10 @@ EVAL_OPTIONS: dict[str, str] = {
     "split_file": "eval.split_file",
     "feature": "model.test_feature",
     "flip": "model.flip_test",
+    "rerank": "eval.rerank",
+    "rerank_k1": "eval.rerank_k1",
+    "rerank_k2": "eval.rerank_k2",
+    "rerank_lambda": "eval.rerank_lambda",
 }
 
 #: Config keys that do not change the trained model: two units whose resolved configs differ
@@ -894,6 +898,27 @@ def _cell(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}"
 
 
+def _tricks(report: SweepReport, ev: EvalSpec) -> str:
+    """Flip averaging and re-ranking of one eval, as its runs resolve them (stated always:
+    published numbers often use them unsaid)."""
+    def value(run: str, key: str, default: Any) -> Any:
+        if key in ev.options:
+            return ev.options[key]
+        return report.values.get(run, {}).get(EVAL_OPTIONS[key], default)
+
+    seen = set()
+    for run in report.spec.runs:
+        rr = value(run.name, "rerank", False)
+        params = tuple(value(run.name, k, d) for k, d in
+                       (("rerank_k1", 20), ("rerank_k2", 6), ("rerank_lambda", 0.3)))
+        seen.add((bool(value(run.name, "flip", False)), bool(rr), params if rr else None))
+    if len(seen) != 1:
+        return "flip averaging and re-ranking differ between runs (see each run's results.json)"
+    flip, rr, params = seen.pop()
+    text = "on (k1={}, k2={}, λ={})".format(*params) if rr and params else "off"
+    return f"flip averaging {'on' if flip else 'off'}, re-ranking {text}"
+
+
 def render_markdown(report: SweepReport) -> str:
     """The spec's table in Markdown, each cell ``ours / paper`` in percent."""
     spec, table = report.spec, report.spec.table
@@ -908,6 +933,8 @@ def render_markdown(report: SweepReport) -> str:
         "| " + " | ".join([table.row_header, *(c.header for c in table.columns)]) + " |",
         "| " + " | ".join(["---"] + ["---:"] * len(table.columns)) + " |",
     ]
+    lines[-2:-2] = [f"Evaluation `{ev.name}`: {_tricks(report, ev)}." for ev in spec.evals
+                    if any(c.eval == ev.name for c in table.columns)] + [""]
     for name in table.rows:
         paper = table.paper.get(name, (None,) * len(table.columns))
         cells = []

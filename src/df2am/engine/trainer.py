@@ -814,7 +814,8 @@ def _finish_existing(
 def train_trials(
     cfg: Config, run_dir: str | Path, trials: list[int], resume: bool = False
 ) -> Path:
-    """RegDB's protocol: one model per trial, then the mean ± std over the trials.
+    """RegDB's protocol (datasets with ``trial_per_model``): one model per trial, then the
+    mean ± std over the trials.
 
     Trial t trains with ``data.trial=t`` into ``run_dir/trial_<t>`` (a finished trial is kept
     when ``resume``), is tested on its own ``test_*_<t>`` split, and the per-trial results are
@@ -826,12 +827,14 @@ def train_trials(
         cfg = load_config("configs/regdb.yaml", ["data.root=/data/RegDB"])
         train_trials(cfg, "runs/regdb", list(range(1, 11)))   # runs/regdb/results.json
     """
+    from df2am.data.datasets import get_dataset
     from df2am.engine.distributed import env_world
 
-    if cfg.data.dataset != "regdb":
+    ds = get_dataset(cfg.data.dataset)
+    if not ds.trial_per_model:
         raise ConfigError(
-            "--trials trains one model per RegDB trial; for SYSU-MM01 the trials are gallery "
-            "draws of one model (eval.trials)"
+            f"--trials trains one model per trial of datasets with a training split per trial "
+            f"(RegDB); for {ds.title} the trials are gallery draws of one model (eval.trials)"
         )
     if not cfg.train.final_eval:
         raise ConfigError("--trials aggregates test results: train.final_eval must be true")
@@ -843,7 +846,7 @@ def train_trials(
         cfg_t.data.trial = t
         cfg_t.validate()
         trial_dir = run_dir / f"trial_{t}"
-        logger.info("RegDB trial %d → %s", t, trial_dir)
+        logger.info("%s trial %d → %s", ds.title, t, trial_dir)
         train(cfg_t, trial_dir, resume=resume and run_status(trial_dir) != "empty")
         if env_world()[0] == 0:
             res, row = _trial_result(trial_dir / "results.json", t)
@@ -857,11 +860,14 @@ def train_trials(
         doc: dict[str, Any] = {
             **summary.to_dict(),
             "protocol": {
-                "dataset": "regdb",
+                "dataset": ds.name,
                 "direction": cfg.eval.direction,
                 "trials": trials,
                 "metric": cfg.eval.metric,
                 "feature": cfg.model.test_feature,
+                "flip": cfg.model.flip_test,
+                "rerank": cfg.eval.rerank,
+                "metric_rule": ds.metric_rule,
             },
             "per_trial": per_trial,
             "cmc": {

@@ -8,7 +8,7 @@ The dataset root is the folder that holds ``cam1`` … ``cam6`` and ``exp``::
 
 Usage::
 
-    from df2am.data.sysu import read_sysu_train, sysu_query, sysu_gallery
+    from df2am.data.datasets.sysu import read_sysu_train, sysu_query, sysu_gallery
 
     train = read_sysu_train("/data/SYSU-MM01")          # labels 0..394, rgb + ir
     query = sysu_query("/data/SYSU-MM01", "all")        # 3,803 IR images of the 96 test ids
@@ -33,6 +33,14 @@ from typing import Any
 
 import numpy as np
 
+from df2am.data.datasets.base import (
+    CountRow,
+    Dataset,
+    Problem,
+    TestOptions,
+    VerifyReport,
+    list_image_names,
+)
 from df2am.data.records import ImageRecord, Modality
 from df2am.errors import ConfigError, DatasetError
 
@@ -57,10 +65,6 @@ ID_FILES: dict[str, str] = {
 }
 #: Where the official split file is looked up when no path is given.
 DEFAULT_SPLIT_FILE = "exp/rand_perm_cam.mat"
-#: File suffixes counted as images. The reference lists *every* file of a folder; on the
-#: released dataset that is the same list, and skipping stray files (``Thumbs.db``,
-#: ``.DS_Store``) keeps the seeded sampler from drawing a non-image.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 
 
 def modality_of(cam: int) -> Modality:
@@ -111,26 +115,26 @@ def read_ids(root: str | Path, split: str) -> list[int]:
     return sorted(parse_id_file(Path(root) / ID_FILES[split]))
 
 
-def check_layout(root: str | Path) -> Path:
-    """Check that ``root`` looks like SYSU-MM01 (``cam1``..``cam6`` and ``exp/``); return it."""
-    root = Path(root)
+def layout_problems(root: Path) -> list[Problem]:
+    """Problems of the top-level layout (``cam1``..``cam6`` and ``exp/``), in check order."""
     if not root.is_dir():
-        raise DatasetError(
-            f"SYSU-MM01 root {root} is not a directory: expected the unzipped folder "
-            "that holds cam1 … cam6 and exp/"
-        )
+        return [Problem(str(root), "is not a directory: expected the unzipped folder that "
+                                   "holds cam1 … cam6 and exp/")]
+    problems = []
     missing = [f"cam{c}" for c in CAMERAS if not (root / f"cam{c}").is_dir()]
     if missing:
-        raise DatasetError(
-            f"SYSU-MM01 root {root} lacks camera folder(s) {', '.join(missing)}: "
-            "expected cam1 … cam6 (is --root the folder that holds cam1?)"
-        )
+        problems.append(Problem(str(root), f"lacks camera folder(s) {', '.join(missing)}: "
+                                           "expected cam1 … cam6 (is --root the folder that "
+                                           "holds cam1?)"))
     if not (root / "exp").is_dir():
-        raise DatasetError(
-            f"SYSU-MM01 root {root} lacks exp/: expected exp/train_id.txt, exp/val_id.txt "
-            "and exp/test_id.txt"
-        )
-    return root
+        problems.append(Problem(str(root), "lacks exp/: expected exp/train_id.txt, "
+                                           "exp/val_id.txt and exp/test_id.txt"))
+    return problems
+
+
+def check_layout(root: str | Path) -> Path:
+    """Check that ``root`` looks like SYSU-MM01 (``cam1``..``cam6`` and ``exp/``); return it."""
+    return SYSU.check_layout(root)
 
 
 def person_dir(cam: int, pid: int) -> str:
@@ -139,19 +143,8 @@ def person_dir(cam: int, pid: int) -> str:
 
 
 def list_images(root: Path, cam: int, pid: int) -> list[str] | None:
-    """Sorted image file names of one (camera, id) folder, or ``None`` if it does not exist.
-
-    Sorting is by name (Python string order), exactly as the reference's
-    ``sorted(os.listdir(folder))``.
-    """
-    folder = root / person_dir(cam, pid)
-    if not folder.is_dir():
-        return None
-    return sorted(
-        p.name
-        for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    )
+    """Sorted image file names of one (camera, id) folder, or ``None`` if it does not exist."""
+    return list_image_names(root / person_dir(cam, pid))
 
 
 def _record(cam: int, pid: int, name: str, label: int = -1) -> ImageRecord:
@@ -205,12 +198,7 @@ def _check_mode(mode: str) -> tuple[int, ...]:
 
 def check_trial(trial: int) -> int:
     """Validate a SYSU-MM01 trial number (0..9)."""
-    if isinstance(trial, bool) or not isinstance(trial, (int, np.integer)) or trial not in TRIALS:
-        raise ConfigError(
-            f"SYSU-MM01 trials are numbered 0..9 (random.seed(t) / row t of rand_perm_cam), "
-            f"got {trial!r}"
-        )
-    return int(trial)
+    return SYSU.check_trial(trial)
 
 
 def sysu_query(root: str | Path, mode: str = "all") -> list[ImageRecord]:
@@ -426,3 +414,228 @@ def _official_gallery(
                     )
                 records.append(_record(cam, pid, name))
     return records
+
+
+# ------------------------------------------------------------------------------ verification
+
+#: Counts of the full release (protocols.md), reported as notes when a copy differs.
+RELEASE_COUNTS = {
+    "train ids": 395,
+    "train rgb": 22258,
+    "train ir": 11909,
+    "test ids": 96,
+    "query": 3803,
+}
+
+
+def _verify_sysu(root: Path) -> tuple[VerifyReport, list[Path]]:
+    report = VerifyReport("sysu", root)
+    images: list[Path] = []
+    report.problems.extend(layout_problems(root))
+    if not root.is_dir():
+        return report, images
+    cams = [c for c in CAMERAS if (root / f"cam{c}").is_dir()]
+    ids: dict[str, list[int]] = {}
+    for split, rel in ID_FILES.items():
+        try:
+            ids[split] = sorted(parse_id_file(root / rel))
+        except DatasetError as exc:
+            report.add(root / rel, str(exc))
+    splits = {
+        "train": sorted(set(ids.get("train", [])) | set(ids.get("val", []))),
+        "test": ids.get("test", []),
+    }
+    leaked = sorted(set(splits["train"]) & set(splits["test"]))
+    if leaked:
+        report.add(
+            root / ID_FILES["test"],
+            f"ids {leaked[:20]} are also training ids: expected disjoint train/val and test ids",
+        )
+
+    for split, split_ids in splits.items():
+        per_cam: dict[int, tuple[int, int]] = {}
+        for cam in CAMERAS:
+            n_ids = n_images = 0
+            for pid in split_ids:
+                names = list_images(root, cam, pid) if cam in cams else None
+                if names is None:
+                    continue
+                if not names:
+                    report.add(
+                        root / person_dir(cam, pid),
+                        "empty id folder: expected at least one image (the seeded gallery "
+                        "sampler draws one per existing folder)",
+                    )
+                    continue
+                n_ids += 1
+                n_images += len(names)
+                images.extend(root / person_dir(cam, pid) / n for n in names)
+            per_cam[cam] = (n_ids, n_images)
+            report.rows.append(CountRow(split, f"cam{cam}", modality_of(cam), n_ids, n_images))
+        for modality, mod_cams in (("rgb", RGB_CAMERAS), ("ir", IR_CAMERAS)):
+            n_ids = sum(
+                any(_has_images(root, c, pid) for c in mod_cams if c in cams) for pid in split_ids
+            )
+            n_images = sum(per_cam[c][1] for c in mod_cams)
+            report.rows.append(CountRow(split, "all", modality, n_ids, n_images))
+        _check_sysu_ids(report, root, split, split_ids, cams)
+
+    query = sum(r.images for r in report.rows if r.split == "test" and r.camera in ("cam3", "cam6"))
+    query_ids = sum(
+        any(_has_images(root, c, pid) for c in QUERY_CAMERAS if c in cams)
+        for pid in splits["test"]
+    )
+    report.rows.append(CountRow("query", "cam3+cam6", "ir", query_ids, query))
+    _sysu_release_notes(report, splits, query)
+    _verify_official_split(report, root, splits["test"], cams)
+    return report, images
+
+
+def _has_images(root: Path, cam: int, pid: int) -> bool:
+    return bool(list_images(root, cam, pid))
+
+
+def _check_sysu_ids(
+    report: VerifyReport, root: Path, split: str, split_ids: list[int], cams: list[int]
+) -> None:
+    id_files = "exp/train_id.txt or exp/val_id.txt" if split == "train" else "exp/test_id.txt"
+    for pid in split_ids:
+        have = {c for c in cams if _has_images(root, c, pid)}
+        folders = ", ".join(person_dir(c, pid) for c in CAMERAS)
+        if not have:
+            report.add(
+                root / ID_FILES["test" if split == "test" else "train"],
+                f"id {pid} is listed in {id_files} but has no image: expected images in at "
+                f"least one of {folders}",
+            )
+            continue
+        if split == "train":
+            for modality, mod_cams in (("RGB", RGB_CAMERAS), ("IR", IR_CAMERAS)):
+                if not have & set(mod_cams):
+                    report.add(
+                        root / ID_FILES["train"],
+                        f"training id {pid} has no {modality} image: expected one in "
+                        + ", ".join(person_dir(c, pid) for c in mod_cams),
+                    )
+        else:
+            if not have & set(QUERY_CAMERAS):
+                report.notes.append(f"test id {pid} has no query (cam3/cam6) image")
+            if not have & set(GALLERY_CAMERAS["all"]):
+                report.notes.append(f"test id {pid} has no gallery (cam1/2/4/5) image")
+
+
+def _sysu_release_notes(report: VerifyReport, splits: dict[str, list[int]], query: int) -> None:
+    def images(modality: str) -> int:
+        return sum(
+            r.images
+            for r in report.rows
+            if (r.split, r.camera, r.modality) == ("train", "all", modality)
+        )
+
+    got = {
+        "train ids": len(splits["train"]),
+        "train rgb": images("rgb"),
+        "train ir": images("ir"),
+        "test ids": len(splits["test"]),
+        "query": query,
+    }
+    for key, expected in RELEASE_COUNTS.items():
+        if got[key] != expected:
+            report.notes.append(f"{key}: {got[key]} (the full release has {expected:,})")
+
+
+def _verify_official_split(
+    report: VerifyReport, root: Path, test_ids: list[int], cams: list[int]
+) -> None:
+    path = root / DEFAULT_SPLIT_FILE
+    if not path.is_file():
+        report.notes.append(
+            f"no {DEFAULT_SPLIT_FILE}: only the seeded gallery sampler is available "
+            "(or pass --split-file to df2am protocol)"
+        )
+        return
+    try:
+        split = load_official_split(path)
+    except DatasetError as exc:
+        report.add(path, str(exc))
+        return
+    for cam in GALLERY_CAMERAS["all"]:
+        if cam not in cams:
+            continue
+        for pid in test_ids:
+            matrix = split.permutation(cam, pid)
+            where = f"rand_perm_cam{{{cam}}}{{{pid}}}"
+            if matrix is None:
+                if _has_images(root, cam, pid):
+                    report.add(
+                        path,
+                        f"{where} is missing but {person_dir(cam, pid)} has "
+                        "images: expected a 10 x n permutation",
+                    )
+                continue
+            if matrix.shape[0] < len(TRIALS):
+                report.add(path, f"{where} has {matrix.shape[0]} rows: expected 10 (trials 0..9)")
+                continue
+            missing = sorted(
+                {int(k) for k in matrix[:, : max(SHOTS)].ravel()}
+                - {
+                    int(n.split(".")[0])
+                    for n in (list_images(root, cam, pid) or [])
+                    if n.split(".")[0].isdigit()
+                }
+            )
+            if missing:
+                report.add(
+                    path,
+                    f"{where} points to image numbers {missing[:10]} that do not exist in "
+                    f"{person_dir(cam, pid)}: expected the split file of this dataset copy",
+                )
+
+
+# ----------------------------------------------------------------------------- the dataset
+
+
+class SysuMM01(Dataset):
+    """SYSU-MM01: 6 cameras (RGB 1, 2, 4, 5; IR 3, 6), trials 0..9, one model for all."""
+
+    name = "sysu"
+    title = "SYSU-MM01"
+    metric_rule = "sysu"
+    trials = TRIALS
+    trial_rule = "0..9 (random.seed(t) / row t of rand_perm_cam)"
+    option_choices = {"mode": MODES, "sampler": SAMPLERS, "shots": SHOTS, "split_file": None}
+    option_defaults = {"mode": "all", "sampler": "seeded", "shots": 1, "split_file": ""}
+    layout_help = "folder that holds cam1 … cam6 and exp/"
+
+    def describe(self, options: TestOptions, trials: list[int]) -> str:
+        shots = "single-shot" if options.shots == 1 else f"{options.shots}-shot"
+        return (
+            f"SYSU-MM01 {options.mode}-search, {options.sampler} sampler, {shots}, "
+            f"{len(trials)} trial{'s' if len(trials) != 1 else ''}"
+        )
+
+    def layout_problems(self, root: Path) -> list[Problem]:
+        return layout_problems(Path(root))
+
+    def train_records(self, root: str | Path, trial: int | None = None) -> list[ImageRecord]:
+        return read_sysu_train(root)
+
+    def test_split(
+        self, root: str | Path, trial: int, options: TestOptions
+    ) -> tuple[list[ImageRecord], list[ImageRecord]]:
+        assert options.mode is not None and options.sampler is not None
+        gallery = sysu_gallery(root, options.mode, trial, sampler=options.sampler,
+                               shots=options.shots or 1, split_file=options.split_file or None)
+        return sysu_query(root, options.mode), gallery
+
+    def test_records(self, root: str | Path) -> list[ImageRecord]:
+        """Every image of the test ids in all six cameras (ids ascending, cameras 1..6)."""
+        root = check_layout(root)
+        return [_record(cam, pid, name) for pid in read_ids(root, "test") for cam in CAMERAS
+                for name in list_images(root, cam, pid) or []]
+
+    def verify(self, root: Path) -> tuple[VerifyReport, list[Path]]:
+        return _verify_sysu(Path(root))
+
+
+SYSU = SysuMM01()

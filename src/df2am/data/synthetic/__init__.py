@@ -1,7 +1,7 @@
 """The built-in synthetic RGB–IR re-identification dataset.
 
 ``write_synthetic(out, layout, num_ids=N, seed=S, size=(H, W))`` writes a complete dataset in the
-released SYSU-MM01 or RegDB layout (``df2am data synth`` on the command line), small enough to
+released SYSU-MM01, RegDB or LLCM layout (``df2am data synth`` on the command line), small enough to
 train and test the whole pipeline offline, yet posing the real problem in miniature:
 
 * **Identity cues that survive both modalities** — body height, build, head size, leg length;
@@ -29,7 +29,7 @@ Usage::
 
     from df2am.data.synthetic import write_synthetic
     root = write_synthetic("data/synth_sysu", "sysu", num_ids=100, seed=0, size=(128, 64))
-    # then: df2am.data.sysu.read_sysu_train(root) etc.
+    # then: df2am.data.train_records("sysu", root) etc.
 
 Modules: :mod:`.model` (what is drawn), :mod:`.render` (how it is drawn), :mod:`.writer`
 (layouts, split files, manifest).
@@ -41,6 +41,7 @@ from df2am.data.synthetic.writer import (
     SyntheticSpec,
     SysuPlan,
     contact_sheet,
+    llcm_plan,
     regdb_trials,
     render_frame,
     sysu_plan,
@@ -59,6 +60,7 @@ __all__ = [
     "draw_person",
     "regdb_trials",
     "render_frame",
+    "llcm_plan",
     "sysu_plan",
     "write_synthetic",
 ]

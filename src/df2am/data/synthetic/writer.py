@@ -1,4 +1,4 @@
-"""Write a synthetic dataset in the released SYSU-MM01 or RegDB layout.
+"""Write a synthetic dataset in the released SYSU-MM01, RegDB or LLCM layout.
 
 See :mod:`df2am.data.synthetic` for the generative model and ``docs``-level usage; the layouts
 are those of ``shared/design/protocols.md``:
@@ -9,6 +9,9 @@ are those of ``shared/design/protocols.md``:
   ``Thermal``/``_t_`` for the paired thermal frame (RegDB's two cameras are registered, so each
   visible frame has a thermal twin in the same pose), and ``idx/{train,test}_{visible,thermal}_<t>
   .txt`` for t = 1..10 with lines ``<relative path> <label>``, labels contiguous from 0.
+* LLCM: ``test_vis/cam1..9/<pid:04d>/<k:04d>.jpg``, ``test_nir/cam{1,2,4..9}/<pid:04d>/``,
+  training images under ``train_{vis,nir}/<pid:04d>/`` listed by ``idx/train_{vis,nir}.txt``
+  (``<relative path> <label>``), and ``idx/test_id.txt`` (one line of ids, unsorted).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from df2am.errors import ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)
 
-LAYOUTS = {"sysu": 1, "regdb": 2}  # layout → code mixed into every seed
+LAYOUTS = {"sysu": 1, "regdb": 2, "llcm": 3}  # layout → code mixed into every seed
 MANIFEST = "synthetic.json"
 GENERATOR_VERSION = 1
 SYSU_CAMERAS = {  # cam → (modality, indoor), as in the released SYSU-MM01
@@ -45,8 +48,15 @@ SYSU_CAMERAS = {  # cam → (modality, indoor), as in the released SYSU-MM01
 }
 REGDB_CAMERAS = {1: ("rgb", False), 2: ("ir", False)}  # visible, thermal
 REGDB_TRIALS = 10
+#: LLCM scene cameras: visible camera c is scene camera c, NIR camera c is 10 + c (each LLCM
+#: camera films visible by day and NIR at night: two looks, one place). No NIR camera 3.
+LLCM_VIS_CAMERAS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+LLCM_NIR_CAMERAS = (1, 2, 4, 5, 6, 7, 8, 9)
+LLCM_CAMERAS = {**{c: ("rgb", c <= 4) for c in LLCM_VIS_CAMERAS},
+                **{10 + c: ("ir", c <= 4) for c in LLCM_NIR_CAMERAS}}
 _OWNED = {"sysu": ("cam1", "cam2", "cam3", "cam4", "cam5", "cam6", "exp"),
-          "regdb": ("Visible", "Thermal", "idx")}
+          "regdb": ("Visible", "Thermal", "idx"),
+          "llcm": ("idx", "train_vis", "train_nir", "test_vis", "test_nir")}
 
 
 @dataclass(frozen=True)
@@ -54,17 +64,19 @@ class SyntheticSpec:
     """Every parameter that determines a synthetic dataset (stored in ``synthetic.json``).
 
     Attributes:
-        layout: ``"sysu"`` or ``"regdb"``.
-        num_ids: identities 1..num_ids (SYSU ≥ 4: ≥ 1 train, ≥ 1 val, ≥ 2 test; RegDB ≥ 2).
+        layout: ``"sysu"``, ``"regdb"`` or ``"llcm"``.
+        num_ids: identities 1..num_ids (SYSU ≥ 4: ≥ 1 train, ≥ 1 val, ≥ 2 test; RegDB ≥ 2;
+            LLCM ≥ 3: ≥ 1 train, ≥ 2 test).
         seed: the only source of randomness; same spec → byte-identical files.
         size: (H, W) of every image.
-        images_per_camera: SYSU only, inclusive range of images per (id, present camera).
+        images_per_camera: SYSU and LLCM, inclusive range of images per (id, present camera).
         images_per_modality: RegDB only, visible (and thermal) images per id (real RegDB: 10).
         camera_presence: SYSU only, probability that an id appears in a camera (ids always keep
             ≥ 1 image in cam 1 or 2 and ≥ 1 in cam 3 or 6, so train ids have both modalities
             and every test id has a query and an indoor-search gallery image).
         occlusion_prob: probability that a frame has a foreground occluder.
-        split: SYSU only, (train, val) fractions of the ids; the rest (≥ 2 ids) is test.
+        split: SYSU, (train, val) fractions of the ids; the rest (≥ 2 ids) is test. LLCM
+            trains on the (train + val) fraction.
         jpeg_quality: SYSU JPEG quality.
     """
 
@@ -83,7 +95,7 @@ class SyntheticSpec:
         if self.layout not in LAYOUTS:
             raise ConfigError(f"synthetic layout {self.layout!r}: expected one of "
                               f"{sorted(LAYOUTS)}")
-        minimum = 4 if self.layout == "sysu" else 2
+        minimum = {"sysu": 4, "regdb": 2, "llcm": 3}[self.layout]
         if self.num_ids < minimum:
             raise ConfigError(f"synthetic {self.layout} num_ids={self.num_ids}: expected at "
                               f"least {minimum}")
@@ -192,13 +204,20 @@ class Frame:
 
 def render_frame(spec: SyntheticSpec, pid: int, k: int, cam: int | None = None) -> Frame:
     """Render exactly what :func:`write_synthetic` writes for frame ``k`` (1-based) of ``pid``:
-    SYSU camera ``cam``, or (RegDB, ``cam`` ignored) the registered visible/thermal pair as
+    SYSU camera ``cam``, LLCM scene camera ``cam`` (visible c = c, NIR c = 10 + c), or (RegDB,
+    ``cam`` ignored) the registered visible/thermal pair as
     cameras 1 and 2. For tests and previews; does not touch the disk.
     """
     if spec.layout == "sysu":
         if cam not in SYSU_CAMERAS:
             raise ConfigError(f"render_frame: SYSU camera must be 1..6, got {cam!r}")
         return _Scene(spec, {cam: SYSU_CAMERAS[cam]}).render(
+            draw_person(spec.seed, pid), pid, cam, k, [cam])
+    if spec.layout == "llcm":
+        if cam not in LLCM_CAMERAS:
+            raise ConfigError(f"render_frame: LLCM scene camera must be one of "
+                              f"{sorted(LLCM_CAMERAS)} (NIR camera c is 10 + c), got {cam!r}")
+        return _Scene(spec, {cam: LLCM_CAMERAS[cam]}).render(
             draw_person(spec.seed, pid), pid, cam, k, [cam])
     return _Scene(spec, REGDB_CAMERAS).render(draw_person(spec.seed, pid), pid, 1, k, [1, 2])
 
@@ -228,7 +247,7 @@ def _prepare(out: Path, spec: SyntheticSpec, overwrite: bool) -> bool:
             f"({MANIFEST} spec {old.get('spec')}, complete={old.get('complete')}); pass "
             "overwrite=True (CLI: --overwrite) or choose another directory")
     # The manifest proves these folders were written by us: remove only them.
-    for name in (*_OWNED["sysu"], *_OWNED["regdb"], MANIFEST):
+    for name in (*{n for names in _OWNED.values() for n in names}, MANIFEST):
         target = out / name
         if target.is_dir():
             shutil.rmtree(target)
@@ -303,6 +322,65 @@ def _write_regdb(out: Path, spec: SyntheticSpec) -> dict:
     return {"files": 2 * n * spec.num_ids, "trials": [{"train": a, "test": b} for a, b in trials]}
 
 
+def llcm_plan(spec: SyntheticSpec) -> SysuPlan:
+    """Train/test ids and per-(id, scene camera) image counts of an LLCM-layout dataset.
+
+    ``round((split[0] + split[1])·N)`` train ids (at least 1, leaving at least 2 for test),
+    drawn by a seeded permutation. Every id appears in at least one visible and one NIR camera.
+    """
+    n = spec.num_ids
+    rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 6, LAYOUTS["llcm"]]))
+    n_train = max(1, min(round((spec.split[0] + spec.split[1]) * n), n - 2))
+    perm = [int(i) + 1 for i in rng.permutation(n)]
+    plan = SysuPlan(sorted(perm[:n_train]), [], sorted(perm[n_train:]))
+    lo, hi = spec.images_per_camera
+    for pid in range(1, n + 1):
+        present = {c for c in LLCM_CAMERAS if rng.random() < spec.camera_presence}
+        for cams in (LLCM_VIS_CAMERAS, [10 + c for c in LLCM_NIR_CAMERAS]):
+            if not present & set(cams):
+                present.add(int(rng.choice(cams)))
+        plan.counts[pid] = {c: int(rng.integers(lo, hi + 1)) for c in sorted(present)}
+    return plan
+
+
+def _write_llcm(out: Path, spec: SyntheticSpec) -> dict:
+    plan = llcm_plan(spec)
+    scene = _Scene(spec, LLCM_CAMERAS)
+    labels = {pid: label for label, pid in enumerate(plan.train)}
+    train_lines: dict[str, list[str]] = {"vis": [], "nir": []}
+    n_files = 0
+    for pid, cams in plan.counts.items():
+        person = draw_person(spec.seed, pid)
+        for key, count in cams.items():
+            mod = "vis" if key < 10 else "nir"
+            cam = key if key < 10 else key - 10
+            if pid in labels:  # the release's training folders are per id, camera in the name
+                folder = f"train_{mod}/{pid:04d}"
+                names = [f"{pid:04d}_c{cam:02d}_{k:04d}_{mod}.jpg" for k in range(1, count + 1)]
+            else:
+                folder = f"test_{mod}/cam{cam}/{pid:04d}"
+                names = [f"{k:04d}.jpg" for k in range(1, count + 1)]
+            (out / folder).mkdir(parents=True, exist_ok=True)
+            for k, name in enumerate(names, start=1):
+                img = scene.render(person, pid, key, k, [key]).images[key]
+                Image.fromarray(img).save(out / folder / name, quality=spec.jpeg_quality)
+                n_files += 1
+                if pid in labels:
+                    train_lines[mod].append(f"{folder}/{name} {labels[pid]}")
+    for name in _OWNED["llcm"]:
+        (out / name).mkdir(parents=True, exist_ok=True)
+    for mod, lines in train_lines.items():
+        (out / "idx" / f"train_{mod}.txt").write_text("\n".join(sorted(lines)) + "\n")
+    # Unsorted, like the release: the readers must sort.
+    order = np.random.default_rng(np.random.SeedSequence([spec.seed, 7])).permutation(plan.test)
+    (out / "idx" / "test_id.txt").write_text(",".join(str(int(i)) for i in order) + "\n")
+    counts = {str(pid): {str(c): n for c, n in cams.items()} for pid, cams in plan.counts.items()}
+    return {"files": n_files, "train_ids": plan.train, "test_ids": plan.test, "counts": counts}
+
+
+_WRITERS = {"sysu": _write_sysu, "regdb": _write_regdb, "llcm": _write_llcm}
+
+
 def write_synthetic(
     out: str | Path,
     layout: str,
@@ -348,7 +426,7 @@ def write_synthetic(
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     _write_manifest(root, spec, complete=False, extra={})
-    extra = _write_sysu(root, spec) if layout == "sysu" else _write_regdb(root, spec)
+    extra = _WRITERS[layout](root, spec)
     _write_manifest(root, spec, complete=True, extra=extra)
     logger.info("wrote synthetic %s dataset (%d ids, %d images) to %s in %.1f s", layout,
                 num_ids, extra["files"], root, time.perf_counter() - start)
