@@ -46,7 +46,7 @@ def test_cli_train_needs_config_or_resume(capsys):
     assert "give a CONFIG file" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["sysu.yaml", "regdb.yaml", "demo.yaml"])
+@pytest.mark.parametrize("name", ["sysu.yaml", "regdb.yaml", "llcm.yaml", "demo.yaml"])
 def test_shipped_configs_load_and_roundtrip(tmp_path, name):
     cfg = load_config(CONFIGS / name)
     save_config(cfg, tmp_path / "config.yaml")

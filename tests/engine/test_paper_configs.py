@@ -47,7 +47,7 @@ def test_spec_dir_holds_exactly_the_paper_specs() -> None:
     assert sorted(p.stem for p in paper_spec_dir().glob("*.yaml")) == sorted(PAPER_SPECS)
 
 
-@pytest.mark.parametrize("name", ["sysu", "regdb"])
+@pytest.mark.parametrize("name", ["sysu", "regdb", "llcm"])
 def test_shipped_base_configs_equal_the_repo_configs(name: str) -> None:
     shipped = yaml.safe_load((paper_spec_dir() / "base" / f"{name}.yaml").read_text())
     repo = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
@@ -165,7 +165,7 @@ def test_reproduce_dry_run_shares_the_full_model(
     assert sum(" train " in line for line in text.splitlines()) == 21
 
 
-def test_all_specs_together_need_45_sysu_and_10_regdb_models() -> None:
+def test_all_specs_together_need_45_sysu_10_regdb_and_1_llcm_models() -> None:
     """Runs with equal model settings share one run directory (docs/reproduce.md's count)."""
     from df2am.config import config_to_dict
     from df2am.engine.sweep import _model_key
@@ -179,6 +179,7 @@ def test_all_specs_together_need_45_sysu_and_10_regdb_models() -> None:
                 models[_model_key(config_to_dict(cfg))] = cfg.data.dataset
     assert sorted(models.values()).count("sysu") == 45
     assert sorted(models.values()).count("regdb") == 10
+    assert sorted(models.values()).count("llcm") == 1
 
 
 def test_demo_scale_example_specs_match_the_paper_rows() -> None:
@@ -201,3 +202,18 @@ def test_demo_scale_example_specs_match_the_paper_rows() -> None:
         assert cfg.model.depth == 18 and cfg.loss.triplet_mode == "joint"  # the demo recipe
         parts[run.name] = cfg.model.num_parts
     assert parts == {"p3": 3, "p4": 4, "p5": 5}
+
+
+def test_llcm_spec_evaluates_one_model_in_all_three_directions() -> None:
+    """The LLCM row: one model, I→V (reference default), true V→I and the reference's
+    transposed V→I (what published V→I numbers are), each stated in the table notes."""
+    spec = load_spec(paper_spec_path("llcm"))
+    (run,) = spec.runs
+    cfg = resolve_run(spec, run)
+    assert (cfg.data.dataset, cfg.eval.direction, spec.trials) == ("llcm", "i2v", [])
+    assert {ev.name: ev.options for ev in spec.evals} == {
+        "i2v": {"direction": "i2v"},
+        "v2i": {"direction": "v2i"},
+        "v2i_ref": {"direction": "v2i_transposed"},
+    }
+    assert spec.table is not None and spec.table.paper == {}

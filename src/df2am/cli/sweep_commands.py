@@ -7,6 +7,7 @@
     df2am reproduce figure4 --root /data/SYSU-MM01 --launcher "torchrun --nproc_per_node=4"
     df2am sweep my_spec.yaml --root /data/SYSU-MM01 --out runs/mine train.precision=bf16
     df2am reproduce table1 --out runs/paper --collect-only         # rebuild the table only
+    df2am reproduce llcm --root /data/LLCM                          # our DF²AM row on LLCM
 
 Runs go one after another into ``OUT/<run>``; finished runs are skipped, unfinished ones
 resumed, so the same command continues an interrupted sweep. The spec format is in
@@ -20,8 +21,8 @@ import shlex
 from pathlib import Path
 
 from df2am.cli._argparse import overrides_anywhere
+from df2am.engine.sweep import PAPER_SPECS
 
-_PAPER = ("table1", "table2", "table3", "table4", "figure3", "figure4")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     overrides_anywhere(r)
-    r.add_argument("target", choices=_PAPER, help="which table or figure")
+    r.add_argument("target", choices=PAPER_SPECS, help="which table or figure")
     _common(r, default_out=Path("runs/paper"))
     r.set_defaults(func=_run_reproduce)
 

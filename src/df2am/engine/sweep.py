@@ -98,7 +98,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: The specs shipped with the package, one per table/figure of the paper.
-PAPER_SPECS: tuple[str, ...] = ("table1", "table2", "table3", "table4", "figure3", "figure4")
+PAPER_SPECS: tuple[str, ...] = ("table1", "table2", "table3", "table4", "figure3", "figure4",
+                               "llcm")
 
 #: Metric keys read from every results JSON (percent), each with an optional ``_std`` twin.
 METRICS: tuple[str, ...] = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
