@@ -269,3 +269,44 @@ def test_format_table_hand_computed():
     assert rows["mAP"] == ["50.00", "±", "10.00"]
     assert rows["mINP"] == ["25.00", "±", "5.00"]
     assert format_table(report, label="trained").startswith("trained: SYSU-MM01")
+
+
+def test_rerank_option_equals_rerank_then_evaluate(
+    sysu_root: Path, model: torch.nn.Module, tmp_path: Path
+):
+    """eval.rerank: each trial's query + gallery re-ranked (k-reciprocal), then the same
+    metric rule; the table, results.json and the default output folder say so."""
+    from df2am.evaluation import evaluate, rerank_features
+
+    report = evaluate_model(model, tiny_config(), sysu_root, trials=2, rerank=True,
+                            rerank_k1=4, rerank_k2=2, rerank_lambda=0.0)
+    query = sysu_query(sysu_root, "all")
+    q = _independent_feats(model, sysu_root, query, "ir")
+    for t in range(2):
+        gallery = sysu_gallery(sysu_root, "all", t)
+        g = _independent_feats(model, sysu_root, gallery, "rgb")
+        dist = rerank_features(q, g, metric="cosine", k1=4, k2=2, lambda_value=0.0)
+        exp = evaluate(dist, np.array([r.pid for r in query]), np.array([r.pid for r in gallery]),
+                       np.array([r.cam for r in query]), np.array([r.cam for r in gallery]),
+                       protocol="sysu")
+        np.testing.assert_allclose(report.results[t].cmc, exp.cmc, atol=1e-6)
+        assert report.results[t].mAP == pytest.approx(exp.mAP, abs=1e-5)
+    # On this tiny set re-ranking changes the rankings only where the Jaccard term dominates.
+    plain = evaluate_model(model, tiny_config(), sysu_root, trials=2)
+    assert [r.mAP for r in plain.results] != [r.mAP for r in report.results]
+    doc = json.loads(write_eval_outputs(report, tmp_path, plot=False).read_text())
+    assert doc["protocol"]["rerank"] is True
+    assert doc["protocol"]["rerank_params"] == {"k1": 4, "k2": 2, "lambda": 0.0}
+    assert doc["protocol"]["flip"] is False and doc["protocol"]["metric_rule"] == "sysu"
+    assert "(fused feature, flip off, re-ranking on (k1=4, k2=2, λ=0.0))" in format_table(report)
+    assert json.loads(write_eval_outputs(plain, tmp_path / "p", plot=False).read_text())[
+        "protocol"]["rerank"] is False
+    with pytest.raises(ConfigError, match="rerank_lambda"):
+        evaluate_model(model, tiny_config(), sysu_root, rerank=True, rerank_lambda=1.5)
+
+
+def test_table_always_states_flip_and_rerank():
+    report = _report([EvalResult(np.ones(20), 1.0, 1.0, 4)])
+    assert format_table(report).splitlines()[0] == (
+        "SYSU-MM01 all-search, seeded sampler, single-shot, 1 trial "
+        "(fused feature, flip off, re-ranking off)")

@@ -15,7 +15,8 @@ class ImageRecord:
     Attributes:
         path: path relative to the dataset root, with forward slashes.
         pid: the dataset's own person id (SYSU: the folder number; RegDB: the idx-file label).
-        cam: camera number (SYSU 1..6; RegDB visible 1, thermal 2).
+        cam: camera number (SYSU 1..6; RegDB visible 1, thermal 2; LLCM 1..9); 0 = not known
+            (LLCM training lines carry no camera).
         modality: "rgb" or "ir".
         label: training label 0..N-1 (ascending pid order), or -1 for test images.
     """

@@ -240,6 +240,13 @@ def split_validation(
     return train, query, gallery
 
 
+def _known_cams(records: list[ImageRecord]) -> np.ndarray | None:
+    """Cameras of ``records``, or None when some are unknown (0: LLCM training lines carry no
+    camera), so the alignment's within-modality retrieval does not skip same-camera pairs."""
+    cams = np.asarray([r.cam for r in records])
+    return None if (cams <= 0).any() else cams
+
+
 def _validate(
     model: nn.Module,
     cfg: Config,
@@ -283,9 +290,7 @@ def _validate(
         max_rank=min(cfg.eval.max_rank, len(gallery)),
     )
     d = res.to_dict()
-    align = modality_alignment(
-        g, q, g_ids, q_ids, np.asarray([r.cam for r in gallery]), np.asarray([r.cam for r in query])
-    )
+    align = modality_alignment(g, q, g_ids, q_ids, _known_cams(gallery), _known_cams(query))
     metrics = {"rank1": d["rank1"], "mAP": d["mAP"], "mINP": d["mINP"], "align": align.to_json()}
     return metrics, align
 

@@ -61,7 +61,7 @@ from df2am.data.datasets.base import (
     parse_list_file,
 )
 from df2am.data.records import ImageRecord, Modality
-from df2am.errors import DatasetError
+from df2am.errors import ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def parse_test_ids(path: Path) -> list[int]:
     number, line = lines[0]
     ids: list[int] = []
     for token in (t.strip() for t in line.split(",")):
-        if not token.isdigit() or int(token) <= 0:
+        if not (token.isascii() and token.isdigit()) or int(token) <= 0:
             raise DatasetError(f"malformed {path}, line {number}: {token!r} is not a positive "
                                "integer id (expected e.g. 3,1,2)")
         if int(token) in ids:
@@ -319,6 +319,9 @@ class Llcm(Dataset):
         self, root: str | Path, trial: int, options: TestOptions
     ) -> tuple[list[ImageRecord], list[ImageRecord]]:
         direction = options.direction or "i2v"
+        if direction not in DIRECTIONS:  # options not from resolve_options (e.g. RegDB's)
+            raise ConfigError(f"eval.direction: {self.title} expects one of {list(DIRECTIONS)}, "
+                              f"got {direction!r}")
         if direction == "i2v":
             return llcm_query(root, "ir"), llcm_gallery(root, "rgb", trial)
         if direction == "v2i":
