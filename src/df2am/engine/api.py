@@ -110,12 +110,15 @@ def evaluate_checkpoint(
 
     ``overrides`` are ``evaluate_model``'s keyword arguments (``dataset``, ``mode``,
     ``sampler``, ``shots``, ``trials``, ``split_file``, ``direction``, ``batch_size``,
-    ``feature``, ``flip``, ``cache_dir``); unset ones come from the checkpoint's config.
+    ``feature``, ``flip``, ``cache_dir``, ``rerank``, ``rerank_k1``, ``rerank_k2``,
+    ``rerank_lambda``, ``diagnose``); unset ones come from the checkpoint's config.
     With ``out_dir`` the report is also written there (``results.json`` + ``cmc.png``)::
 
         report = evaluate_checkpoint("runs/sysu/model_final.pt", "/data/SYSU-MM01",
                                      mode="indoor", out_dir="runs/sysu/eval_indoor")
         report.metrics()["rank1"]
+        llcm = evaluate_checkpoint("runs/llcm/model_final.pt", "/data/LLCM",
+                                   direction="v2i_transposed", rerank=True)
     """
     model, cfg = load_model(checkpoint_path, device=device)
     report = evaluate_model(model, cfg, root, device=device, **overrides)

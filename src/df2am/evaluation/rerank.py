@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from df2am.errors import EvaluationError
+from df2am.evaluation.distance import _as_float_tensor, _check_metric
 
 __all__ = ["rerank", "rerank_features"]
 
@@ -356,14 +357,6 @@ def rerank(q_g, q_q, g_g, *, k1: int = 20, k2: int = 6, lambda_value: float = 0.
     return out
 
 
-def _feature_tensor(x, name: str) -> torch.Tensor:
-    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
-    if t.ndim != 2 or not (t.dtype.is_floating_point or t.dtype in (torch.int32, torch.int64)):
-        raise EvaluationError(f"{name}: expected a 2-D numeric (N, D) feature array, got shape "
-                              f"{tuple(t.shape)} and dtype {t.dtype}")
-    return t.detach().to(torch.float32)
-
-
 def rerank_features(query_feats, gallery_feats, *,
                     metric: Literal["cosine", "euclidean"] = "cosine", k1: int = 20, k2: int = 6,
                     lambda_value: float = 0.3, chunk_size: int | None = None) -> np.ndarray:
@@ -382,10 +375,9 @@ def rerank_features(query_feats, gallery_feats, *,
         EvaluationError: unknown metric, non-2-D inputs, different feature dimensions, a
             zero feature with ``"cosine"``, or the errors of :func:`rerank`.
     """
-    if metric not in ("cosine", "euclidean"):
-        raise EvaluationError(f"metric: expected one of cosine, euclidean, got {metric!r}")
-    q = _feature_tensor(query_feats, "query_feats")
-    g = _feature_tensor(gallery_feats, "gallery_feats").to(q.device)
+    _check_metric(metric)
+    q = _as_float_tensor(query_feats, "query_feats").detach()
+    g = _as_float_tensor(gallery_feats, "gallery_feats").detach().to(q.device)
     if q.shape[1] != g.shape[1]:
         raise EvaluationError(f"rerank_features: feature dimensions differ: query_feats has "
                               f"{q.shape[1]}, gallery_feats has {g.shape[1]}")
