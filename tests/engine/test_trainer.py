@@ -19,6 +19,8 @@ from df2am.engine.optim import build_optimizer, build_scheduler, lr_factor
 from df2am.engine.precision import autocast_context, autocast_dtype, resolve_device
 from df2am.errors import ConfigError
 
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
 TINY = [
     "data.height=32",
     "data.width=16",
@@ -300,3 +302,43 @@ def test_parse_trials():
     for bad in ("0-3", "11", "a", "5-2"):
         with pytest.raises(ConfigError, match="--trials"):
             parse_trials(bad)
+
+
+def test_llcm_trains_and_evaluates_in_every_direction(tmp_path, capsys):
+    """LLCM end to end: train (with a validation split: its training lines carry no camera),
+    the final test in the config's direction, then df2am eval in the other two directions."""
+    from df2am.data.datasets.llcm import llcm_gallery, llcm_query
+    from df2am.data.synthetic import write_synthetic
+
+    root = write_synthetic(tmp_path / "llcm", "llcm", num_ids=10, size=(64, 32),
+                           images_per_camera=(1, 2))
+    run = tmp_path / "run"
+    args = ["train", str(REPO_CONFIGS / "llcm.yaml"), *TINY, f"data.root={root}",
+            "model.pretrained=none", "train.val_ids=2", "train.eval_every=2", "--out", str(run)]
+    assert main(args) == 0
+    capsys.readouterr()
+    doc = json.loads((run / "results.json").read_text())
+    assert (doc["protocol"]["dataset"], doc["protocol"]["direction"]) == ("llcm", "i2v")
+    assert doc["protocol"]["metric_rule"] == "llcm" and doc["protocol"]["trials"] == [0]
+    assert doc["protocol"]["num_query"] == len(llcm_query(root, "ir"))
+    assert doc["protocol"]["num_gallery"] == [len(llcm_gallery(root, "rgb", 0))]
+    val = read_metrics(run, "val")
+    assert all(v is not None for v in val[0]["align"].values())  # cameras unknown: not skipped
+    for direction, query, gallery in (
+        ("v2i", llcm_query(root, "rgb"), llcm_gallery(root, "ir", 1)),
+        ("v2i_transposed", llcm_gallery(root, "ir", 1), llcm_query(root, "rgb")),
+    ):
+        out = tmp_path / direction
+        assert main(["eval", str(run / "model_final.pt"), "--root", str(root), "--trials", "2",
+                     "--direction", direction, "--rerank", "--rerank-k1", "3",
+                     "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert "re-ranking on (k1=3, k2=6, λ=0.3)" in printed
+        doc = json.loads((out / "results.json").read_text())
+        assert doc["protocol"]["direction"] == direction and doc["protocol"]["rerank"] is True
+        # Trial 1's lists: the transposed form queries the sampled NIR images.
+        assert doc["protocol"]["num_query"] == len(query)
+        assert doc["protocol"]["num_gallery"][1] == len(gallery)
+    assert main(["eval", str(run / "model_final.pt"), "--root", str(root),
+                 "--direction", "t2v"]) == 2
+    assert "LLCM expects one of ['i2v', 'v2i', 'v2i_transposed']" in capsys.readouterr().err
