@@ -17,7 +17,14 @@ from df2am.errors import Df2amError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from df2am.cli import data_commands, eval_commands, run_commands, sweep_commands
+    from df2am.cli import (
+        data_commands,
+        deploy_commands,
+        eval_commands,
+        export_commands,
+        run_commands,
+        sweep_commands,
+    )
 
     parser = argparse.ArgumentParser(
         prog="df2am",
@@ -31,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_commands.register(sub)
     eval_commands.register(sub)
     sweep_commands.register(sub)
+    export_commands.register(sub)
+    deploy_commands.register(sub)
     return parser
 
 

@@ -1,0 +1,277 @@
+"""``df2am extract``, ``df2am index build|calibrate`` and ``df2am search``: use a trained
+model on your own images.
+
+::
+
+    df2am extract runs/sysu/model_final.pt --images gallery/ --modality rgb --out out/gallery
+    df2am index build out/gallery --out out/gallery_index --type exact
+    df2am search out/gallery_index --query probe1.jpg probe2.jpg --modality ir \\
+        --checkpoint runs/sysu/model_final.pt --top-k 10 --json out/hits.json --grid out/hits.png
+    df2am extract runs/sysu/model_final.pt --images val_ir/ --modality ir --out out/val_q
+    df2am index calibrate out/gallery_index --queries out/val_q --target-far 0.01
+    df2am search out/gallery_index --query probe.jpg --modality ir \\
+        --checkpoint runs/sysu/model_final.pt --threshold 0.42
+
+Feature files are ``FEATS.npy`` + ``FEATS.json`` (:mod:`df2am.engine.features`), indexes
+``INDEX.faiss`` + ``INDEX.json`` (:mod:`df2am.engine.index`). Results are printed; progress
+and warnings go to the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from df2am.errors import CheckpointError, ConfigError, DatasetError
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``extract``, ``index`` (``build``, ``calibrate``) and ``search``."""
+    _register_extract(sub)
+    _register_index(sub)
+    _register_search(sub)
+
+
+# ----------------------------------------------------------------------------------- extract
+
+
+def _register_extract(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "extract", help="extract features of your own images with a trained model",
+        description="Extract L2-normalised features of every image of a folder (recursive, "
+        "sorted; .jpg .jpeg .png .bmp) or of a list file (one path per line, relative to the "
+        "list's folder) and write FEATS.npy + FEATS.json (paths, model fingerprint, "
+        "preprocessing, modality).")
+    p.add_argument("checkpoint", type=Path, help="model_final.pt or a training checkpoint")
+    p.add_argument("--images", type=Path, required=True, help="folder or list file (.txt)")
+    p.add_argument("--modality", required=True, help="rgb (visible) | ir (infrared/thermal)")
+    p.add_argument("--out", type=Path, required=True, help="FEATS: writes FEATS.npy + .json")
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16",
+                   help="stored precision (default float16: half the size)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (CPU or GPU)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave unreadable images out (logged, listed in FEATS.json 'skipped')")
+    p.set_defaults(func=_run_extract)
+
+
+def _run_extract(args: argparse.Namespace) -> int:
+    from df2am.engine.features import extract_images, save_features
+
+    _check_checkpoint(args.checkpoint)
+    fs = extract_images(args.checkpoint, args.images, args.modality, dtype=args.dtype,
+                        batch_size=args.batch_size, device=args.device, bf16=args.bf16,
+                        skip_bad=args.skip_bad)
+    path = save_features(fs, args.out)
+    print(f"wrote {path} ({len(fs.paths)} × {fs.dim} {fs.dtype}, {fs.modality}, "
+          f"{len(fs.skipped)} skipped) and {path.with_suffix('.json')}")
+    return 0
+
+
+def _check_checkpoint(path: Path) -> None:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+
+
+# ----------------------------------------------------------------------------------- index
+
+
+def _register_index(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="build a FAISS search index; calibrate its threshold")
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION")
+    isub.required = True
+    b = isub.add_parser(
+        "build", help="build an index over a feature file",
+        description="Inner product on L2-normalised features (= cosine). exact: IndexFlatIP; "
+        "ivf: IndexIVFFlat (large galleries); hnsw: IndexHNSWFlat (fastest queries).")
+    b.add_argument("features", type=Path, help="FEATS (from df2am extract)")
+    b.add_argument("--out", type=Path, required=True, help="INDEX: writes INDEX.faiss + .json")
+    b.add_argument("--type", choices=["exact", "ivf", "hnsw"], default="exact")
+    b.add_argument("--nlist", type=int, help="ivf cells (default ≈ 4·√N)")
+    b.add_argument("--nprobe", type=int, default=16, help="ivf cells visited (default 16)")
+    b.add_argument("--m", type=int, default=32, help="hnsw links per node (default 32)")
+    b.add_argument("--ef-search", type=int, default=64, help="hnsw search beam (default 64)")
+    b.set_defaults(func=_run_index_build)
+
+    c = isub.add_parser(
+        "calibrate", help="pick the open-set threshold at a target false-accept rate",
+        description="Search validation queries with known ids (a feature file) in the index "
+        "and pick the largest distance threshold whose false-accept rate (accepted with a "
+        "wrong top-1 id, or not in the gallery) stays within --target-far. Ids come from "
+        "each path's parent folder name, or from a JSON mapping path → id.")
+    c.add_argument("index", type=Path, help="INDEX (from df2am index build)")
+    c.add_argument("--queries", type=Path, required=True, help="FEATS of validation queries")
+    c.add_argument("--query-ids", default="folder", help="folder (default) | MAP.json")
+    c.add_argument("--gallery-ids", default="folder", help="folder (default) | MAP.json")
+    c.add_argument("--target-far", type=float, default=0.01, help="default 0.01")
+    c.add_argument("--json", type=Path, help="write the calibration here")
+    c.set_defaults(func=_run_calibrate)
+
+
+def _run_index_build(args: argparse.Namespace) -> int:
+    from df2am.engine.features import load_features
+    from df2am.engine.index import build_index, save_index
+
+    fs = load_features(args.features, mmap=True)
+    index = build_index(fs, args.type, nlist=args.nlist, nprobe=args.nprobe, m=args.m,
+                        ef_search=args.ef_search, features_path=str(args.features.resolve()))
+    path = save_index(index, args.out)
+    print(f"wrote {path} ({args.type}, {index.meta['ntotal']} × {index.dim}, "
+          f"{fs.modality}) and {path.with_suffix('.json')}")
+    return 0
+
+
+def _ids(paths: list[str], source: str) -> list[str]:
+    """Identity of each path: its parent folder name, or a JSON mapping's value."""
+    if source == "folder":
+        return [Path(p).parent.name for p in paths]
+    mapping_file = Path(source)
+    try:
+        mapping = json.loads(mapping_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"id mapping {mapping_file}: cannot read JSON ({exc})") from None
+    missing = [p for p in paths if p not in mapping]
+    if missing:
+        raise DatasetError(f"id mapping {mapping_file} has no id for {len(missing)} path(s), "
+                           f"e.g. {missing[0]!r}")
+    return [str(mapping[p]) for p in paths]
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from df2am.engine.features import load_features
+    from df2am.engine.index import calibrate_threshold, load_index
+
+    index = load_index(args.index)
+    q = load_features(args.queries)
+    index.check_fingerprint(q.fingerprint, f"the queries {args.queries}")
+    rows, dist = index.search(q.features, k=1)
+    q_ids = np.asarray(_ids(q.paths, args.query_ids))
+    g_ids = np.asarray(_ids(index.meta["paths"], args.gallery_ids))
+    top1 = np.where(rows[:, 0] >= 0, g_ids[np.maximum(rows[:, 0], 0)], "")
+    result = calibrate_threshold(dist[:, 0], top1 == q_ids, np.isin(q_ids, g_ids),
+                                 args.target_far)
+    print(f"threshold {result['threshold']:.4f} (cosine distance) at target FAR "
+          f"{args.target_far:g}: FAR {result['far']:.4f}, TAR {result['tar']:.4f} over "
+          f"{result['queries']} queries ({result['genuine']} with their id in the gallery)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+# ----------------------------------------------------------------------------------- search
+
+
+def _register_search(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search", help="rank an indexed gallery for query images",
+        description="Extract the query images with the gallery's checkpoint (refused if its "
+        "fingerprint differs from the index's), search and print the ranked gallery images "
+        "with cosine distances. Cross-modality (IR query, RGB gallery or the reverse) is the "
+        "normal use.")
+    p.add_argument("index", type=Path, help="INDEX (from df2am index build)")
+    p.add_argument("--query", type=Path, nargs="+", required=True, help="query image(s)")
+    p.add_argument("--modality", required=True, help="modality of the queries: ir | rgb")
+    p.add_argument("--checkpoint", type=Path, required=True, help="the gallery's checkpoint")
+    p.add_argument("--top-k", type=int, default=20, help="matches per query (default 20)")
+    p.add_argument("--threshold", type=float,
+                   help="open set: 'not in gallery' when the best distance exceeds it")
+    p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--grid", type=Path, help="write a PNG: each query, then its top-k")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=_run_search)
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from df2am.engine.api import load_model
+    from df2am.engine.features import extract_paths, model_fingerprint
+    from df2am.engine.index import load_index
+
+    if args.modality not in ("rgb", "ir"):
+        raise ConfigError(f"--modality must be 'rgb' or 'ir', got {args.modality!r}")
+    _check_checkpoint(args.checkpoint)
+    index = load_index(args.index)
+    model, cfg = load_model(args.checkpoint, device=args.device)
+    index.check_fingerprint(model_fingerprint(model, cfg)[0],
+                            f"the queries (checkpoint {args.checkpoint})")
+    if args.modality == index.meta["modality"]:
+        logger.warning("query modality %s = gallery modality: a same-modality search; "
+                       "DF²AM is trained for cross-modality (IR ↔ RGB)", args.modality)
+    feats, _, _ = extract_paths(model, cfg, args.query, args.modality,
+                                batch_size=args.batch_size, progress=False)
+    rows, dist = index.search(feats, args.top_k)
+    results = _results(index, args.query, rows, dist, args.threshold)
+    print(_format_results(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"index": str(args.index), "threshold": args.threshold,
+                                         "results": results}, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    if args.grid:
+        _write_grid(results, index, args.grid, cfg.data.height, cfg.data.width)
+        print(f"wrote {args.grid}")
+    return 0
+
+
+def _results(index: Any, queries: list[Path], rows: np.ndarray, dist: np.ndarray,
+             threshold: float | None) -> list[dict[str, Any]]:
+    paths = index.meta["paths"]
+    out = []
+    for qi, q in enumerate(queries):
+        matches = [{"rank": r + 1, "row": int(j), "path": paths[j], "distance": float(d)}
+                   for r, (j, d) in enumerate(zip(rows[qi], dist[qi], strict=True)) if j >= 0]
+        best = matches[0]["distance"] if matches else float("inf")
+        in_gallery = None if threshold is None else bool(best <= threshold)
+        out.append({"query": str(q), "in_gallery": in_gallery, "matches": matches})
+    return out
+
+
+def _format_results(results: list[dict[str, Any]]) -> str:
+    lines = []
+    for res in results:
+        verdict = {None: "", True: "  [in gallery]", False: "  [not in gallery]"}
+        lines.append(f"query {res['query']}{verdict[res['in_gallery']]}")
+        lines += [f"  {m['rank']:>3}  {m['distance']:.4f}  {m['path']}" for m in res["matches"]]
+    return "\n".join(lines)
+
+
+def _write_grid(results: list[dict[str, Any]], index: Any, out: Path, h: int, w: int) -> None:
+    """One row per query: the query, then its matches, rank and distance under each."""
+    from PIL import Image, ImageDraw
+
+    # Thumbnails at least 128 px high so the captions fit under narrow crops.
+    scale = max(1.0, 128 / h)
+    tw, th, cap = int(w * scale), int(h * scale), 28
+    cols = 1 + max(len(r["matches"]) for r in results)
+    sheet = Image.new("RGB", (cols * (tw + 4), len(results) * (th + cap)), "white")
+    draw = ImageDraw.Draw(sheet)
+    root = Path(index.meta["root"])
+    for ri, res in enumerate(results):
+        cells = [(Path(res["query"]), "query")]
+        cells += [(root / m["path"], f"#{m['rank']} {m['distance']:.3f}") for m in res["matches"]]
+        for ci, (path, caption) in enumerate(cells):
+            x, y = ci * (tw + 4), ri * (th + cap)
+            sheet.paste(_thumb(path, tw, th), (x, y))
+            draw.text((x + 2, y + th + 4), caption, fill="black")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+
+
+def _thumb(path: Path, w: int, h: int) -> Any:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB").resize((w, h), Image.Resampling.BILINEAR)
+    except OSError:  # a gallery image moved since indexing: grey cell, the caption stays
+        logger.warning("grid: cannot open %s", path)
+        return Image.new("RGB", (w, h), "grey")

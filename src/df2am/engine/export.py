@@ -1,0 +1,436 @@
+"""Export the test-feature path of a trained network to ONNX, and check it against PyTorch.
+
+One ONNX graph holds the inference path of **one modality's stream**: that modality's stem
+(``Conv1`` for ``"rgb"``, ``Conv2`` for ``"ir"``, with its specific stages), the shared trunk,
+the chosen test feature (``fused`` / ``global`` / ``bn_global``), optional flip averaging and
+the L2 normalisation — exactly :meth:`df2am.models.DF2AMNet.extract`::
+
+    from df2am.engine.api import load_model
+    from df2am.engine.export import check_parity, export_onnx
+
+    model, cfg = load_model("runs/sysu/model_final.pt")
+    path = export_onnx(model, "runs/sysu/ir.onnx", modality="ir",
+                       height=cfg.data.height, width=cfg.data.width)
+    max_diff = check_parity(model, path)          # ONNX Runtime vs PyTorch, random inputs
+
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feats = sess.run(None, {"images": batch.numpy()})[0]   # (N, C), unit rows
+
+Graph contract:
+
+* input ``images``: float32, NCHW ``(N, 3, height, width)``, ``N`` dynamic, **already
+  normalised** as :class:`df2am.data.transforms.TestTransform` does: RGB decode, bilinear
+  resize to ``height`` × ``width``, ``(x / 255 - mean) / std`` with the ImageNet mean
+  (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225). IR/thermal images are decoded to RGB
+  (three equal channels) like every image. The graph does no preprocessing, so a deployment
+  can do it on whatever decodes its frames.
+* output ``features``: float32 ``(N, C)``, L2-normalised rows (cosine similarity = dot product).
+* ``metadata_props``: ``df2am_version``, ``modality``, ``feature``, ``flip``, ``input_height``,
+  ``input_width``, ``input_layout`` (``NCHW``), ``input_range`` (how to get the input),
+  ``mean``, ``std`` (comma-separated), ``feature_dim``, ``opset`` and, when given,
+  ``checkpoint_sha256`` (:func:`checkpoint_fingerprint`) — what a server needs to feed the graph
+  without reading this code.
+
+Why one graph per modality rather than one graph with a modality input: the stem choice is a
+Python branch; made data-dependent it would export **both** stems plus an ONNX ``If``
+control-flow node — a bigger file, a graph the runtime optimises less well (constant folding
+and fusion stop at subgraph borders), and a branch on every call. A deployment usually serves
+one camera type per endpoint anyway (an RGB camera or a thermal one), so it loads the one
+graph it needs; exporting both modalities costs two calls and duplicates only the shared
+trunk's weights on disk.
+
+``onnx``, ``onnxruntime`` and ``onnxscript`` (the dynamo exporter's back end) come with the
+``deploy`` extra: ``pip install 'df2am[deploy]'``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from df2am import __version__
+from df2am.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from df2am.errors import CheckpointError, ConfigError, Df2amError
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "ExportError",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "PARITY_TOLERANCE",
+    "export_onnx",
+    "check_parity",
+    "checkpoint_fingerprint",
+    "onnx_session",
+    "read_metadata",
+]
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "features"
+#: Largest max-abs difference of unit-norm features accepted between ONNX Runtime and PyTorch.
+#: fp32 kernels of two runtimes differ by summation order (≈ 1e-6 on unit rows); 1e-4 leaves
+#: room for deep trunks while still catching a wrong stem, feature or flip (differences ≫ 1e-2).
+PARITY_TOLERANCE = 1e-4
+
+#: The lowest opset the dynamo exporter emits natively. Below it torch converts the graph
+#: down afterwards, and for this network that conversion fails (ONNX's converter cannot move
+#: ReduceMean/ReduceL2's ``axes`` input back to an attribute), leaving an opset-18 graph.
+DYNAMO_MIN_OPSET = 18
+DEFAULT_OPSET = DYNAMO_MIN_OPSET
+_LEGACY_MIN_OPSET = 11  # the TorchScript exporter needs 11+ for dynamic slices
+_DEPLOY_HINT = "pip install 'df2am[deploy]'"
+_MODALITIES = ("rgb", "ir")
+
+
+class ExportError(Df2amError):
+    """ONNX export is impossible here (missing packages) or the exported graph is wrong."""
+
+
+def _require(module: str) -> Any:
+    """Import an optional deployment dependency or raise an :class:`ExportError` naming the fix."""
+    try:
+        return __import__(module)
+    except ImportError as exc:
+        raise ExportError(
+            f"ONNX export needs the '{module}' package, which is not installed: {_DEPLOY_HINT}"
+        ) from exc
+
+
+class _InferenceGraph(nn.Module):
+    """``DF2AMNet.extract`` of one modality as a plain ``forward(images)`` (what gets traced).
+
+    Flip averaging runs the images and their mirror images as **one** batch of 2N: the graph
+    then holds the trunk once (not twice), and one big batch uses the cores better. Eval-mode
+    BatchNorm is per-sample, so the features equal ``extract``'s two separate passes.
+    """
+
+    def __init__(self, model: nn.Module, modality: str, feature: str, flip: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.modality = modality
+        self.feature = feature
+        self.flip = flip
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.flip:
+            n = images.shape[0]
+            both = self.model._feature(  # noqa: SLF001 - the exact code path of extract()
+                torch.cat([images, torch.flip(images, dims=[3])], dim=0),
+                self.modality,
+                self.feature,
+            ).float()
+            feats = (both[:n] + both[n:]) / 2
+        else:
+            feats = self.model._feature(images, self.modality, self.feature).float()  # noqa: SLF001
+        return F.normalize(feats, dim=1)
+
+
+def checkpoint_fingerprint(path: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex) of a checkpoint file: ties an exported graph to the weights it came from.
+
+    ::
+
+        checkpoint_fingerprint("runs/sysu/model_final.pt")   # '3f2a…' (64 hex digits)
+    """
+    p = Path(path)
+    h = hashlib.sha256()
+    try:
+        with p.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {p}: {exc}") from None
+    return h.hexdigest()
+
+
+def _resolve(model: nn.Module, modality: str, feature: str | None, flip: bool | None):
+    if modality not in _MODALITIES:
+        raise ConfigError(f"modality must be 'rgb' or 'ir', got {modality!r}")
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or not hasattr(model, "_feature"):
+        raise ConfigError("export_onnx needs a df2am DF2AMNet (e.g. from load_model)")
+    feature = cfg.test_feature if feature is None else feature
+    flip = cfg.flip_test if flip is None else bool(flip)
+    if feature not in ("fused", "global", "bn_global"):
+        raise ConfigError(f"feature must be 'fused', 'global' or 'bn_global', got {feature!r}")
+    if feature == "fused" and getattr(model, "df2", None) is None:
+        raise ConfigError("feature='fused' needs model.df2_module=true; use 'bn_global'")
+    return feature, flip
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporters' progress chatter (INFO logs of every rewrite pass, deprecation
+    and tracer warnings we have handled): the CLI logs at INFO and would drown in it."""
+    loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            # Legacy exporter: its deprecation notice, and the TracerWarning of part_pool's
+            # "P divides H" check, which is a constant here because the input size is fixed.
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            warnings.simplefilter("ignore", category=FutureWarning)
+            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _export(graph: nn.Module, example: torch.Tensor, opset: int, dynamo: bool) -> Any:
+    """Run ``torch.onnx.export`` and return the ``onnx.ModelProto`` (nothing written yet)."""
+    common: dict[str, Any] = {
+        "input_names": [INPUT_NAME],
+        "output_names": [OUTPUT_NAME],
+        "opset_version": opset,
+        "verbose": False,
+    }
+    if dynamo:
+        program = torch.onnx.export(
+            graph,
+            (example,),
+            dynamo=True,
+            dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=4096)}},
+            # Weights inside the graph's file: a ResNet-50 graph is ~100 MB, far under
+            # protobuf's 2 GB, and one file is easier to ship than .onnx + .onnx.data.
+            external_data=False,
+            optimize=True,
+            **common,
+        )
+        assert program is not None  # dynamo=True without a file name returns an ONNXProgram
+        return program.model_proto
+    onnx = _require("onnx")
+    buf = io.BytesIO()
+    torch.onnx.export(
+        graph,
+        (example,),
+        buf,
+        dynamo=False,
+        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        do_constant_folding=True,
+        **common,
+    )
+    return onnx.load_model_from_string(buf.getvalue())
+
+
+def export_onnx(
+    model: nn.Module,
+    out_path: str | os.PathLike[str],
+    *,
+    modality: str,
+    height: int,
+    width: int,
+    opset: int = DEFAULT_OPSET,
+    feature: str | None = None,
+    flip: bool | None = None,
+    fingerprint: str | None = None,
+) -> Path:
+    """Export ``model``'s test-feature path for ``modality`` to one self-contained ONNX file.
+
+    Args:
+        model: a :class:`~df2am.models.DF2AMNet` (left in the train/eval mode it was in; it is
+            exported in eval mode, on the CPU, in fp32).
+        out_path: the ``.onnx`` file to write (parent folders are created); weights are stored
+            inside it, not in a side ``.data`` file (a ResNet-50 graph is ≈ 100 MB, far under
+            ONNX's 2 GB protobuf limit, and one file is easier to ship).
+        modality: ``"rgb"`` (stem ``Conv1``) or ``"ir"`` (stem ``Conv2``).
+        height, width: the input size the graph is traced and documented at (the run's
+            ``data.height`` × ``data.width``). Only the batch axis is dynamic: the DF² strips
+            (``part_pooling="strict"``) need the feature-map height fixed anyway.
+        opset: ONNX opset version; default 18 (onnxruntime ≥ 1.14). 18 and above go through
+            the dynamo exporter, 11–17 through the legacy TorchScript one (see below).
+        feature, flip: as :meth:`~df2am.models.DF2AMNet.extract`; ``None`` = the model config's
+            ``test_feature`` / ``flip_test``. Both are baked into the graph.
+        fingerprint: the checkpoint's SHA-256 (:func:`checkpoint_fingerprint`), stored in the
+            metadata when given.
+
+    Returns:
+        The path written.
+
+    Exporter — ``dynamo=`` is always passed explicitly, because its default changed (torch 2.9
+    made ``dynamo=True`` the default; a bare call means different things on different
+    torch versions):
+
+    * opset ≥ 18: ``dynamo=True`` (torch 2.14's default and maintained path: ``torch.export``
+      → onnxscript, dynamic batch as a ``torch.export.Dim``, onnxscript's graph optimiser).
+      18 is its lowest native opset; asked for 17 it exports at 18 and converts down, and for
+      this network the conversion fails and silently leaves opset 18 (ReduceMean/ReduceL2
+      ``axes`` inputs). That is why the default here is 18, not 17.
+    * opset 11–17: ``dynamo=False``, the TorchScript tracer with ``dynamic_axes`` — deprecated
+      (torch warns that it will be removed) but the only exporter that writes these opsets,
+      for runtimes older than onnxruntime 1.14. Same graph contract, same parity check.
+
+    The produced opset is checked against ``opset`` (an :class:`ExportError` otherwise), and
+    the exporter used is recorded in the metadata (``exporter``).
+
+    Raises:
+        ExportError: ``onnx`` / ``onnxscript`` missing (names ``pip install 'df2am[deploy]'``),
+            or the exporter failed.
+        ConfigError: a bad modality, feature or size.
+    """
+    onnx = _require("onnx")
+    feature, flip = _resolve(model, modality, feature, flip)
+    if height < 1 or width < 1:
+        raise ConfigError(f"height and width must be >= 1, got {height} x {width}")
+    if opset < _LEGACY_MIN_OPSET:
+        raise ConfigError(f"opset must be >= {_LEGACY_MIN_OPSET}, got {opset}")
+    dynamo = opset >= DYNAMO_MIN_OPSET
+    if dynamo:
+        _require("onnxscript")  # the dynamo exporter's translator: fail here with the hint
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    param = next(model.parameters())
+    was_training = model.training
+    device, dtype = param.device, param.dtype
+    # The graph is fp32 and device-free; tracing on the CPU keeps CUDA out of the export.
+    model.float().cpu().eval()
+    graph = _InferenceGraph(model, modality, feature, flip).eval()
+    # Batch 2 for the example: torch.export specialises a size-1 dimension to a constant.
+    example = torch.randn(2, 3, height, width)
+    try:
+        with torch.no_grad(), _quiet_exporter():
+            proto = _export(graph, example, opset, dynamo)
+    except ExportError:
+        raise
+    except Exception as exc:  # the exporters raise many types; the message is what matters
+        raise ExportError(f"ONNX export of the {modality} stream failed: {exc}") from exc
+    finally:
+        model.to(device=device, dtype=dtype)
+        model.train(was_training)
+    got_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if got_opset != opset:
+        raise ExportError(f"asked for ONNX opset {opset}, the exporter produced {got_opset}")
+
+    meta = {
+        "df2am_version": __version__,
+        "modality": modality,
+        "feature": feature,
+        "flip": str(flip).lower(),
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "input_layout": "NCHW",
+        "input_height": str(height),
+        "input_width": str(width),
+        "input_range": "RGB, bilinear resize to input_height x input_width, "
+        "(pixel/255 - mean) / std per channel (df2am TestTransform)",
+        "mean": ",".join(str(v) for v in IMAGENET_MEAN),
+        "std": ",".join(str(v) for v in IMAGENET_STD),
+        # Every test feature (f^g, BN(f^g), BN(f̃)) has the trunk's channel count.
+        "feature_dim": str(int(model.feat_dim)),  # type: ignore[arg-type]
+        "output": "L2-normalised float32 features (N, feature_dim)",
+        "opset": str(opset),
+        "exporter": f"torch {torch.__version__} " + ("dynamo" if dynamo else "torchscript"),
+    }
+    if fingerprint is not None:
+        meta["checkpoint_sha256"] = fingerprint
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "df2am"
+    proto.producer_version = __version__
+    proto.doc_string = f"df2am {__version__}: {modality} stream, {feature} feature, flip={flip}"
+    onnx.save_model(proto, str(out))
+    logger.info(
+        "exported the %s stream (%s feature, flip=%s, %dx%d, opset %d) to %s (%.1f MB)",
+        modality, feature, flip, height, width, opset, out, out.stat().st_size / 1e6,
+    )
+    return out
+
+
+def read_metadata(onnx_path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``metadata_props`` of an exported graph as a dict (weights are not loaded)::
+
+        read_metadata("ir.onnx")["modality"]   # 'ir'
+    """
+    onnx = _require("onnx")
+    proto = onnx.load_model(str(onnx_path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def onnx_session(onnx_path: str | os.PathLike[str], threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session of ``onnx_path`` (``threads`` intra-op threads, None = ORT's
+    default: all cores)::
+
+        sess = onnx_session("ir.onnx", threads=2)
+        feats = sess.run(None, {"images": x.numpy()})[0]
+    """
+    ort = _require("onnxruntime")
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = int(threads)
+        # One inference at a time: inter-op threads would only compete with intra-op ones.
+        opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+
+
+def check_parity(
+    model: nn.Module,
+    onnx_path: str | os.PathLike[str],
+    *,
+    batch_sizes: tuple[int, ...] = (1, 3),
+    seed: int = 0,
+    images: torch.Tensor | None = None,
+    tolerance: float | None = PARITY_TOLERANCE,
+) -> float:
+    """Max abs difference of ONNX Runtime vs ``model.extract`` features on the same inputs.
+
+    The modality, feature, flip and input size are read from the graph's metadata, so the
+    comparison is against exactly what was exported. Inputs are ``images`` (already
+    normalised NCHW float32) or, by default, standard-normal tensors — the scale of
+    ImageNet-normalised pixels — one batch per entry of ``batch_sizes`` (several sizes
+    exercise the dynamic batch axis)::
+
+        diff = check_parity(model, "ir.onnx")          # ExportError if diff > 1e-4
+        diff = check_parity(model, "ir.onnx", tolerance=None)   # just measure
+
+    Raises:
+        ExportError: the difference exceeds ``tolerance`` (or the graph's output has the
+            wrong shape).
+    """
+    meta = read_metadata(onnx_path)
+    modality, feature = meta["modality"], meta["feature"]
+    flip = meta["flip"] == "true"
+    h, w = int(meta["input_height"]), int(meta["input_width"])
+    sess = onnx_session(onnx_path)
+    device = next(model.parameters()).device
+    if images is not None:
+        batches = [images.float()]
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        batches = [torch.randn(n, 3, h, w, generator=gen) for n in batch_sizes]
+    worst = 0.0
+    for x in batches:
+        want = model.extract(x.to(device), modality, feature=feature, flip=flip).cpu()  # type: ignore[operator]
+        got = torch.from_numpy(sess.run(None, {INPUT_NAME: x.contiguous().numpy()})[0])
+        if got.shape != want.shape:
+            raise ExportError(
+                f"{onnx_path}: output shape {tuple(got.shape)} != PyTorch {tuple(want.shape)}"
+            )
+        diff = float((got - want).abs().max())
+        logger.debug("parity batch %d: max abs diff %.3g", x.shape[0], diff)
+        worst = max(worst, diff)
+    if tolerance is not None and worst > tolerance:
+        raise ExportError(
+            f"{onnx_path}: ONNX Runtime features differ from PyTorch by {worst:.3g} "
+            f"(max abs), above the tolerance {tolerance:g}"
+        )
+    return worst

@@ -1,0 +1,381 @@
+"""Feature files: extract features of your own images with a trained model, save, load.
+
+::
+
+    from df2am.engine.features import extract_images, save_features, load_features
+
+    feats = extract_images("runs/sysu/model_final.pt", "photos/cam3", "ir", dtype="float16")
+    save_features(feats, "out/gallery")          # writes out/gallery.npy + out/gallery.json
+    g = load_features("out/gallery")             # or "out/gallery.npy" / "out/gallery.json"
+    g.features.shape, g.paths[:2], g.fingerprint
+
+Command line: ``df2am extract CHECKPOINT --images DIR|LIST.txt --modality rgb|ir --out FEATS``.
+
+Format: ``FEATS.npy`` + ``FEATS.json``
+-------------------------------------
+* ``FEATS.npy``: the features, one L2-normalised row per image, shape (N, C), ``float16`` or
+  ``float32``. ``.npy`` is NumPy's own, versioned, pickle-free format: any NumPy reads it
+  (``np.load``), it memory-maps (``mmap_mode="r"``, so a million-row gallery is not read
+  into RAM to build an index) and FAISS, PyTorch or another language take it without a
+  df2am install. float16 halves the size; cosine scores of unit vectors lose < 1e-3.
+* ``FEATS.json`` (the sidecar): human-readable metadata that must travel with the numbers —
+  ``format`` (:data:`FORMAT`), ``paths`` (row i is ``paths[i]``, relative to ``root`` unless
+  absolute), ``root``, ``modality``, ``dtype``, ``dim``, ``fingerprint``, ``weights_sha256``,
+  ``preprocessing`` (height, width, resize, mean/std normalisation, test feature, flip),
+  ``checkpoint``, ``precision`` (fp32 | bf16), ``skipped`` (unreadable images left out with
+  ``--skip-bad``, each with its error) and ``df2am_version``.
+
+Alternatives rejected: ``.npz`` (a zip: no memory map), HDF5 / safetensors (an extra
+dependency for two arrays), a pickle (unsafe to load, Python-only).
+
+The fingerprint is the SHA-256 of the model (its weights and architecture config) and of the
+preprocessing. Two feature sets are comparable exactly when their fingerprints are equal:
+the same network and the same image pipeline. Modality, dtype and precision are *not* part of
+it: an IR query is meant to be compared with an RGB gallery, and a float16 copy of the same
+features is still the same embedding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from df2am import __version__
+from df2am.config import Config, config_to_dict
+from df2am.data.cache import decode_resize
+from df2am.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TestTransform
+from df2am.engine.precision import resolve_device
+from df2am.errors import ConfigError, DatasetError
+
+__all__ = [
+    "FORMAT",
+    "IMAGE_SUFFIXES",
+    "FeatureSet",
+    "FeaturesError",
+    "list_images",
+    "model_fingerprint",
+    "extract_paths",
+    "extract_images",
+    "save_features",
+    "load_features",
+    "feature_paths",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The ``format`` value of the sidecar; bump when the layout changes.
+FORMAT = "df2am-features-v1"
+#: Image files found by a folder walk (compared case-insensitively).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+_DTYPES = ("float16", "float32")
+
+
+class FeaturesError(DatasetError):
+    """A feature file is missing, malformed, or does not fit what it is used with."""
+
+
+@dataclass
+class FeatureSet:
+    """Features of a list of images and everything needed to trust them later.
+
+    Attributes:
+        features: (N, C) float16/float32, L2-normalised rows; row i belongs to ``paths[i]``.
+        paths: image paths as listed (relative to ``root`` unless absolute).
+        root: the folder the relative paths start from.
+        modality: "rgb" or "ir" (the stem the images went through).
+        fingerprint: SHA-256 of model + preprocessing (:func:`model_fingerprint`).
+        weights_sha256: SHA-256 of the model weights alone (to tell what differs).
+        preprocessing: height, width, resize, mean, std, feature, flip.
+        checkpoint: the checkpoint file the features came from.
+        precision: "fp32" or "bf16" (autocast during extraction).
+        skipped: ``{"path", "error"}`` of images left out with ``skip_bad``.
+        df2am_version: the library version that wrote them.
+    """
+
+    features: np.ndarray
+    paths: list[str]
+    root: str
+    modality: str
+    fingerprint: str
+    weights_sha256: str
+    preprocessing: dict[str, Any]
+    checkpoint: str = ""
+    precision: str = "fp32"
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    df2am_version: str = __version__
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def dtype(self) -> str:
+        return str(self.features.dtype)
+
+    def resolved_paths(self) -> list[Path]:
+        """Absolute paths of the images (``root / path`` unless the path is absolute)."""
+        root = Path(self.root)
+        return [Path(p) if Path(p).is_absolute() else root / p for p in self.paths]
+
+    def sidecar(self) -> dict[str, Any]:
+        """The JSON document of ``FEATS.json``."""
+        doc = asdict(self)
+        del doc["features"]
+        return {"format": FORMAT, "num_images": len(self.paths), "dim": self.dim,
+                "dtype": self.dtype, **doc}
+
+
+# --------------------------------------------------------------------------- file format
+
+
+def feature_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``(FEATS.npy, FEATS.json)`` of ``path`` given with or without a suffix."""
+    p = Path(path)
+    base = p.with_suffix("") if p.suffix in (".npy", ".json") else p
+    return base.with_name(base.name + ".npy"), base.with_name(base.name + ".json")
+
+
+def save_features(fs: FeatureSet, path: str | os.PathLike[str]) -> Path:
+    """Write ``FEATS.npy`` and ``FEATS.json`` (each atomically) and return the ``.npy`` path."""
+    if fs.features.ndim != 2 or fs.features.shape[0] != len(fs.paths):
+        raise FeaturesError(
+            f"features {tuple(fs.features.shape)} do not fit {len(fs.paths)} paths")
+    npy, js = feature_paths(path)
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(npy, lambda fh: np.save(fh, np.ascontiguousarray(fs.features)))
+    # The sidecar goes last: a reader that finds it can trust the .npy next to it.
+    text = json.dumps(fs.sidecar(), indent=1) + "\n"
+    _atomic_write(js, lambda fh: fh.write(text.encode()))
+    logger.info("wrote %s (%d × %d %s) and %s", npy, *fs.features.shape, fs.dtype, js.name)
+    return npy
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        write(fh)
+    os.replace(tmp, path)
+
+
+def load_features(path: str | os.PathLike[str], *, mmap: bool = False) -> FeatureSet:
+    """Read a feature file written by :func:`save_features` (``.npy``, ``.json`` or no suffix).
+
+    ``mmap=True`` memory-maps the array (read-only) instead of reading it.
+
+    Raises:
+        FeaturesError: a file is missing, the sidecar is not this format, or the array does
+            not match the sidecar (row count, dimension).
+    """
+    npy, js = feature_paths(path)
+    for f in (npy, js):
+        if not f.is_file():
+            raise FeaturesError(f"feature file not found: {f} (expected {npy.name} + {js.name})")
+    try:
+        meta = json.loads(js.read_text())
+        arr = np.load(npy, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise FeaturesError(f"cannot read features {npy} / {js}: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise FeaturesError(f"{js}: not a df2am feature sidecar (format != {FORMAT!r})")
+    if arr.ndim != 2 or arr.shape[0] != len(meta["paths"]) or arr.shape[1] != meta["dim"]:
+        raise FeaturesError(
+            f"{npy}: array {arr.shape} does not match {js.name} "
+            f"({len(meta['paths'])} paths × {meta['dim']})")
+    keys = {f for f in FeatureSet.__dataclass_fields__ if f != "features"}
+    return FeatureSet(features=arr, **{k: meta[k] for k in keys if k in meta})
+
+
+# --------------------------------------------------------------------------- image lists
+
+
+def list_images(source: str | os.PathLike[str]) -> tuple[Path, list[str]]:
+    """``(root, paths)`` of a folder (recursive, sorted) or of a list file (one per line).
+
+    A folder gives every file whose suffix is one of :data:`IMAGE_SUFFIXES` (any case),
+    relative to the folder, sorted by their POSIX path so the order is the same on every
+    machine. A text file gives its non-empty lines that do not start with ``#``; relative
+    lines are relative to the list file's folder.
+
+    Raises:
+        DatasetError: the source does not exist, or lists no image.
+    """
+    src = Path(source)
+    if src.is_dir():
+        root = src.resolve()
+        paths = sorted(
+            p.relative_to(root).as_posix() for p in root.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        what = (f"folder {src} has no image files ({', '.join(IMAGE_SUFFIXES)}, "
+                "searched recursively)")
+    elif src.is_file():
+        root = src.resolve().parent
+        lines = (ln.strip() for ln in src.read_text().splitlines())
+        paths = [ln for ln in lines if ln and not ln.startswith("#")]
+        what = f"list file {src} names no image"
+    else:
+        raise DatasetError(f"--images {src}: no such folder or list file")
+    if not paths:
+        raise DatasetError(what)
+    return root, paths
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+
+def _preprocessing(cfg: Config, feature: str | None, flip: bool | None) -> dict[str, Any]:
+    return {
+        "height": cfg.data.height,
+        "width": cfg.data.width,
+        "resize": "bilinear",
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "feature": feature or cfg.model.test_feature,
+        "flip": bool(cfg.model.flip_test if flip is None else flip),
+    }
+
+
+def _weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of the state dict (names, dtypes, shapes, bytes) in key order.
+
+    Hashing the weights rather than the checkpoint file makes ``model_final.pt`` and a
+    ``best.pt`` holding the same weights (but other optimiser state) compatible.
+    """
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def model_fingerprint(
+    model: torch.nn.Module, cfg: Config, *, feature: str | None = None, flip: bool | None = None
+) -> tuple[str, str, dict[str, Any]]:
+    """``(fingerprint, weights_sha256, preprocessing)`` of a model and its test pipeline."""
+    weights = _weights_sha256(model)
+    pre = _preprocessing(cfg, feature, flip)
+    arch = {k: v for k, v in config_to_dict(cfg)["model"].items() if k != "pretrained"}
+    doc = json.dumps({"weights": weights, "model": arch, "preprocessing": pre}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest(), weights, pre
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def _batches(files: Sequence[Path], size: tuple[int, int], batch_size: int, skip_bad: bool,
+             skipped: list[dict[str, str]]) -> Iterator[tuple[list[int], np.ndarray]]:
+    """Decoded uint8 batches and their row numbers; bad images raise or go to ``skipped``."""
+    rows: list[int] = []
+    arrays: list[np.ndarray] = []
+    for i, f in enumerate(files):
+        try:
+            arrays.append(decode_resize(f, size))
+        except DatasetError as exc:
+            if not skip_bad:
+                raise DatasetError(f"{exc} (use --skip-bad to leave such images out)") from None
+            logger.warning("skipping unreadable image %s: %s", f, exc)
+            skipped.append({"path": str(f), "error": str(exc)})
+            continue
+        rows.append(i)
+        if len(rows) == batch_size:
+            yield rows, np.stack(arrays)
+            rows, arrays = [], []
+    if rows:
+        yield rows, np.stack(arrays)
+
+
+def extract_paths(
+    model: torch.nn.Module, cfg: Config, files: Sequence[Path], modality: str, *,
+    batch_size: int = 64, bf16: bool = False, skip_bad: bool = False,
+    feature: str | None = None, flip: bool | None = None, progress: bool = True,
+) -> tuple[np.ndarray, list[int], list[dict[str, str]]]:
+    """Features (n_ok, C) float32 of ``files``, the rows kept, and the images skipped.
+
+    The same decode + resize + normalisation as :func:`df2am.engine.api.extract_features`,
+    so fp32 features are identical to the API's. ``bf16`` runs the network under bf16
+    autocast (CPU or GPU) and re-normalises the rows in fp32.
+    """
+    if modality not in ("rgb", "ir"):
+        raise ConfigError(f"--modality must be 'rgb' or 'ir', got {modality!r}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    dev = next(model.parameters()).device
+    h, w = cfg.data.height, cfg.data.width
+    transform = TestTransform(h, w)
+    skipped: list[dict[str, str]] = []
+    chunks, kept = [], []
+    bar = tqdm(total=len(files), desc=f"extracting {modality}", unit="img",
+               disable=not progress or not sys.stderr.isatty())
+    with bar:
+        for rows, raw in _batches(files, (h, w), batch_size, skip_bad, skipped):
+            batch = transform(torch.from_numpy(raw)).to(dev)
+            feats = _forward(model, batch, modality, feature, flip, bf16)
+            chunks.append(feats.cpu().numpy())
+            kept += rows
+            bar.update(rows[-1] + 1 - bar.n)  # skipped images count as done too
+    if not chunks:
+        raise DatasetError(f"none of the {len(files)} images could be read (all skipped)")
+    return np.concatenate(chunks), kept, skipped
+
+
+def _forward(model: torch.nn.Module, batch: torch.Tensor, modality: str, feature: str | None,
+             flip: bool | None, bf16: bool) -> torch.Tensor:
+    """fp32 unit rows of one batch; under bf16 autocast when asked."""
+    def run() -> torch.Tensor:
+        return model.extract(batch, modality, feature=feature, flip=flip).float()  # type: ignore[operator]
+
+    if not bf16:
+        return run()
+    with torch.autocast(batch.device.type, dtype=torch.bfloat16):
+        feats = torch.nn.functional.normalize(run(), dim=1)
+    # CPU bf16 kernels (torch 2.x oneDNN) were seen to return zero or NaN rows on their
+    # first calls in a process; such rows are recomputed in fp32 rather than saved.
+    bad = ~torch.isfinite(feats).all(dim=1) | (feats.norm(dim=1) < 0.5)
+    if bad.any():
+        logger.warning("bf16 gave %d invalid feature row(s); recomputed in fp32", int(bad.sum()))
+        feats[bad] = run()[bad]
+    return feats
+
+
+def extract_images(
+    checkpoint: str | os.PathLike[str], images: str | os.PathLike[str], modality: str, *,
+    dtype: str = "float16", batch_size: int = 64, device: str = "auto", bf16: bool = False,
+    skip_bad: bool = False, progress: bool = True,
+) -> FeatureSet:
+    """Load ``checkpoint``, extract every image of a folder or list file, return a FeatureSet.
+
+    Example::
+
+        fs = extract_images("runs/sysu/model_final.pt", "gallery/", "rgb", skip_bad=True)
+        save_features(fs, "out/gallery")
+    """
+    from df2am.engine.api import load_model  # api imports the evaluator; keep import cheap
+
+    if modality not in ("rgb", "ir"):
+        raise ConfigError(f"--modality must be 'rgb' or 'ir', got {modality!r}")
+    if dtype not in _DTYPES:
+        raise ConfigError(f"--dtype must be one of {_DTYPES}, got {dtype!r}")
+    root, paths = list_images(images)
+    model, cfg = load_model(checkpoint, device=resolve_device(device, key="--device"))
+    fingerprint, weights, pre = model_fingerprint(model, cfg)
+    files = [Path(p) if Path(p).is_absolute() else root / p for p in paths]
+    feats, kept, skipped = extract_paths(model, cfg, files, modality, batch_size=batch_size,
+                                         bf16=bf16, skip_bad=skip_bad, progress=progress)
+    logger.info("extracted %d %s images (%d skipped) from %s", len(kept), modality,
+                len(skipped), images)
+    return FeatureSet(
+        features=feats.astype(dtype), paths=[paths[i] for i in kept], root=str(root),
+        modality=modality, fingerprint=fingerprint, weights_sha256=weights, preprocessing=pre,
+        checkpoint=str(Path(checkpoint).resolve()), precision="bf16" if bf16 else "fp32",
+        skipped=skipped)
