@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         export_commands,
         run_commands,
         sweep_commands,
+        visualize_commands,
     )
 
     parser = argparse.ArgumentParser(
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_commands.register(sub)
     export_commands.register(sub)
     deploy_commands.register(sub)
+    visualize_commands.register(sub)
     return parser
 
 
