@@ -3,23 +3,32 @@
 Cases (figures go to docs/benchmarks.md, section "Evaluation"):
 
 - (a) SYSU-MM01 size: 3,803 queries (cams 3/6) × 301 gallery (cams 1/2/4/5), 96 ids, 10 trials
-  with different galleries; ``evaluate`` on the precomputed distance matrices vs. a loop
-  written like the reference ``eval_sysu`` (whole-matrix argsort, then a Python loop over
-  queries with ``np.unique`` for the deduplicated CMC).
+  with different galleries; ``evaluate(dist, q_ids, g_ids, q_cams, g_cams, protocol="sysu")``
+  on the precomputed distance matrices, as a user calls it: the **first** calls in a fresh
+  process, for each input kind — numpy float64, numpy float32, torch (CPU) float64, torch
+  float32 — against a loop written like the reference ``eval_sysu`` (whole-matrix argsort,
+  then a Python loop over queries with ``np.unique`` for the deduplicated CMC), also in a fresh
+  process on the same data. float64 distances are computed in float64 (not widened float32).
 - (b) large: 20,000 queries × 100,000 gallery, 256-d features, SYSU protocol;
   ``evaluate_features`` (cosine, chunked: the 20,000 × 100,000 matrix never exists). The
   reference loop needs the whole matrix (8 GB fp32 + 16 GB int64 argsort), so the loop baseline
   runs on the first ``--b-loop-queries`` queries (their distance block included in its time)
   and is extrapolated linearly to 20,000 (reported as such).
 
-Every (case, method) runs in a fresh subprocess, so its peak RSS
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``, includes the ~0.3–0.4 GiB of importing torch)
-is its own. Both methods' results are checked for equality.
+Every (case, method, input kind) runs in its own fresh subprocess, so its time includes every
+first-call cost and its peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, includes the
+~0.3–0.4 GiB of importing torch) is its own. The loop sums like the library (each query's
+precisions one by one in rank order, per-query values with ``math.fsum``), so results are
+checked for exact equality (CMC arrays, mAP and mINP as floats). Each figure is printed with
+the 1-minute load average (``os.getloadavg``) at its start and end: on a shared machine only
+ratios from the same invocation compare.
 
 Usage::
 
     python benchmarks/bench_evaluation.py              # both cases
     python benchmarks/bench_evaluation.py --case a     # just (a)
+    python benchmarks/bench_evaluation.py --case a --processes 3   # median of 3 processes
+    python benchmarks/bench_evaluation.py --case a --repeats 3   # + best warm run of 3
     python benchmarks/bench_evaluation.py --case b --b-loop-queries 200
     python benchmarks/bench_evaluation.py --device cuda   # vectorised side on the GPU
 """
@@ -28,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import platform
 import resource
 import subprocess
@@ -37,6 +48,8 @@ import time
 import numpy as np
 
 A_IDS, A_QUERY, A_GALLERY, A_TRIALS, A_DIM = 96, 3803, 301, 10, 256
+# Input kinds of (a): (container, dtype).
+A_KINDS = (("numpy", "float64"), ("numpy", "float32"), ("torch", "float64"), ("torch", "float32"))
 # Feature noise: makes Rank-1 / mAP land in the published range (tens of percent), so rankings
 # (and the loop's work) are realistic rather than trivially perfect.
 NOISE = 2.5
@@ -56,8 +69,12 @@ def _features(rng: np.random.Generator, centres: np.ndarray, ids: np.ndarray, sh
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def case_a_data():
-    """Query ids/cams/features and 10 trial galleries (ids, cams, distance matrix)."""
+def case_a_data(dtype: str = "float32"):
+    """Query ids/cams and 10 trial galleries (ids, cams, distance matrix of ``dtype``).
+
+    float64 distances are the product of the (float32) features computed in float64: genuine
+    float64 values, not float32 ones widened.
+    """
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((A_IDS, A_DIM), dtype=np.float32)
     ir_shift = 0.8 * rng.standard_normal(A_DIM, dtype=np.float32)
@@ -75,7 +92,10 @@ def case_a_data():
     trials = []
     for _ in range(A_TRIALS):
         g_feats = _features(rng, centres, g_ids, 0.0, NOISE)
-        trials.append(-(q_feats @ g_feats.T))  # the reference's distance: -q·gᵀ
+        if dtype == "float64":
+            trials.append(-(q_feats.astype(np.float64) @ g_feats.astype(np.float64).T))
+        else:
+            trials.append(-(q_feats @ g_feats.T))  # the reference's distance: -q·gᵀ
     return q_ids, q_cams, g_ids, g_cams, trials
 
 
@@ -114,8 +134,11 @@ def _loop_one(order: np.ndarray, q_pid: int, q_cam: int, g_pids: np.ndarray,
     cmc = orig.cumsum()
     pos_max = int(np.max(np.where(orig == 1)))
     inp = cmc[pos_max] / (pos_max + 1.0)
-    tmp = cmc / (np.arange(len(cmc)) + 1.0) * orig
-    ap = tmp.sum() / orig.sum()
+    # AP: the reference sums cmc/rank over the whole list (numpy's pairwise sum); summing the
+    # matches' precisions one by one in rank order (cumsum is sequential) is the library's
+    # order, so the two compare exactly. Same work.
+    hits = np.flatnonzero(orig)
+    ap = np.cumsum(cmc[hits] / (hits + 1.0))[-1] / orig.sum()
     return np.minimum(new_cmc, 1), ap, inp
 
 
@@ -128,7 +151,8 @@ def loop_eval_matrix(dist, q_pids, g_pids, q_cams, g_cams, max_rank=MAX_RANK):
 def _loop_finish(rows):
     rows = [r for r in rows if r is not None]
     cmc = np.sum([r[0] for r in rows], axis=0) / len(rows)
-    return cmc, float(np.mean([r[1] for r in rows])), float(np.mean([r[2] for r in rows]))
+    n = len(rows)
+    return cmc, math.fsum(float(r[1]) for r in rows) / n, math.fsum(float(r[2]) for r in rows) / n
 
 
 # ------------------------------------------------------------------------------------------
@@ -139,52 +163,75 @@ def _peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
 def _same(a, b) -> bool:
-    return bool(np.array_equal(np.asarray(a[0]), np.asarray(b[0])) and abs(a[1] - b[1]) < 1e-9
-                and abs(a[2] - b[2]) < 1e-9)
+    """Exactly equal CMC, mAP and mINP."""
+    return bool(np.array_equal(np.asarray(a[0]), np.asarray(b[0])) and a[1] == b[1]
+                and a[2] == b[2])
 
 
-def worker(name: str, device: str, repeats: int, b_loop_queries: int,
-           threads: int | None) -> dict:
+def _timed_runs(run, repeats: int) -> dict:
+    """Time ``run()`` ``repeats`` times; the first is the first call in this process."""
+    out: dict = {"load_start": _load()}
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - t0)
+    out.update(load_end=_load(), seconds_first=times[0], seconds_all=times,
+               seconds_warm_best=min(times[1:]) if repeats > 1 else None)
+    return out | {"result": result}
+
+
+def _worker_a(name: str, device: str, repeats: int) -> dict:
     import torch
 
-    from df2am.evaluation import (
-        aggregate_trials,
-        evaluate,
-        evaluate_features,
-        pairwise_distance,
-    )
+    from df2am.evaluation import aggregate_trials, evaluate
 
-    if threads:
-        torch.set_num_threads(threads)
+    method, container, dtype = name.split(":")
+    q_ids, q_cams, g_ids, g_cams, trials = case_a_data(dtype)
+    out: dict = {"rss_after_data_gib": _peak_gib()}
+    if method == "a_vec":
+        mats = trials if container == "numpy" else [torch.from_numpy(d).to(device)
+                                                     for d in trials]
+        if device == "cuda":
+            torch.cuda.synchronize()
+        first_call: list[float] = []
 
-    out: dict = {"worker": name, "torch_threads": torch.get_num_threads()}
-    if name.startswith("a_"):
-        q_ids, q_cams, g_ids, g_cams, trials = case_a_data()
-        out["rss_after_data_gib"] = _peak_gib()
-        times = []
-        for _ in range(repeats):
-            if name == "a_vec":
-                mats = [torch.from_numpy(d).to(device) for d in trials]
-                if device == "cuda":
-                    torch.cuda.synchronize()
+        def run():
+            res = []
+            for d in mats:
                 t0 = time.perf_counter()
-                res = [evaluate(d, q_ids, g_ids, q_cams, g_cams, protocol="sysu",
-                                max_rank=MAX_RANK) for d in mats]
-                summary = aggregate_trials(res)
-                times.append(time.perf_counter() - t0)
-                metrics = [(r.cmc, r.mAP, r.mINP) for r in res]
-                out["summary"] = summary.to_dict()
-            else:
-                t0 = time.perf_counter()
-                metrics = [loop_eval_matrix(d, q_ids, g_ids, q_cams, g_cams) for d in trials]
-                times.append(time.perf_counter() - t0)
-        out["seconds_10_trials"] = min(times)
-        out["seconds_all_repeats"] = times
-        out["metrics"] = [(np.asarray(c).tolist(), m, i) for c, m, i in metrics]
-    elif name == "b_vec":
-        q_ids, q_cams, q_feats, g_ids, g_cams, g_feats = case_b_data()
-        out["rss_after_data_gib"] = _peak_gib()
+                res.append(evaluate(d, q_ids, g_ids, q_cams, g_cams, protocol="sysu",
+                                    max_rank=MAX_RANK))
+                first_call.append(time.perf_counter() - t0)
+            out["summary"] = aggregate_trials(res).to_dict()
+            return [(r.cmc.tolist(), r.mAP, r.mINP) for r in res]
+
+        out.update(_timed_runs(run, repeats))
+        out["seconds_first_call"] = first_call[0]
+    else:
+        def run():
+            res = [loop_eval_matrix(d, q_ids, g_ids, q_cams, g_cams) for d in trials]
+            return [(cmc.tolist(), m_ap, m_inp) for cmc, m_ap, m_inp in res]
+
+        out.update(_timed_runs(run, repeats))
+    out["torch_threads"] = torch.get_num_threads()
+    return out
+
+
+def _worker_b(name: str, device: str, b_loop_queries: int) -> dict:
+    import torch
+
+    from df2am.evaluation import evaluate, evaluate_features, pairwise_distance
+
+    q_ids, q_cams, q_feats, g_ids, g_cams, g_feats = case_b_data()
+    out: dict = {"rss_after_data_gib": _peak_gib(), "torch_threads": torch.get_num_threads(),
+                 "load_start": _load()}
+    if name == "b_vec":
         qf, gf = torch.from_numpy(q_feats).to(device), torch.from_numpy(g_feats).to(device)
         if device == "cuda":
             torch.cuda.synchronize()
@@ -196,9 +243,7 @@ def worker(name: str, device: str, repeats: int, b_loop_queries: int,
         out["num_valid_queries"] = r.num_valid_queries
         if device == "cuda":
             out["cuda_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    elif name == "b_loop":
-        q_ids, q_cams, q_feats, g_ids, g_cams, g_feats = case_b_data()
-        out["rss_after_data_gib"] = _peak_gib()
+    else:
         n = b_loop_queries
         t0 = time.perf_counter()
         # The same fp32 distances as the vectorised side (one block for the subset): a
@@ -220,6 +265,19 @@ def worker(name: str, device: str, repeats: int, b_loop_queries: int,
         evaluate_features(q_feats[:n], g_feats, q_ids[:n], g_ids, q_cams[:n], g_cams,
                           protocol="sysu", metric="cosine", max_rank=MAX_RANK)
         out["vec_seconds_subset"] = time.perf_counter() - t0
+    out["load_end"] = _load()
+    return out
+
+
+def worker(name: str, device: str, repeats: int, b_loop_queries: int,
+           threads: int | None) -> dict:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    out = (_worker_a(name, device, repeats) if name.startswith("a_")
+           else _worker_b(name, device, b_loop_queries))
+    out["worker"] = name
     out["peak_rss_gib"] = _peak_gib()
     return out
 
@@ -236,11 +294,81 @@ def _run_worker(name: str, args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _loads(r: dict) -> str:
+    return f"load {r['load_start']:.2f}->{r['load_end']:.2f}"
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median first-run time (of fresh processes), with the spread added."""
+    times = sorted(r["seconds_first"] for r in runs)
+    best = sorted(runs, key=lambda r: r["seconds_first"])[(len(runs) - 1) // 2]
+    return best | {"seconds_first_min_max": (times[0], times[-1]),
+                   "loads": [(r["load_start"], r["load_end"]) for r in runs]}
+
+
+def _a_line(name: str, r: dict) -> str:
+    lo, hi = r["seconds_first_min_max"]
+    loads = ", ".join(f"{a:.2f}->{b:.2f}" for a, b in r["loads"])
+    spread = f" [{lo:.3f}..{hi:.3f}]" if len(r["loads"]) > 1 else ""
+    return (f"    {name:14s} {r['seconds_first']:.3f} s{spread} (load {loads})  peak RSS "
+            f"{r['peak_rss_gib']:.2f} GiB")
+
+
+def _case_a(args) -> dict:
+    report: dict = {}
+    print(f"(a) SYSU size {A_QUERY} x {A_GALLERY}, {A_TRIALS} trials, first calls in a fresh "
+          f"process each (median of {args.processes} processes):")
+    for dtype in ("float64", "float32"):
+        names = [f"a_loop:numpy:{dtype}"] + [f"a_vec:{c}:{d}" for c, d in A_KINDS if d == dtype]
+        runs: dict[str, list[dict]] = {n: [] for n in names}
+        for _ in range(args.processes):  # interleaved, so load drifts hit every method alike
+            for n in names:
+                runs[n].append(_run_worker(n, args))
+        loop = _median_run(runs[names[0]])
+        print(_a_line(f"loop {dtype}:", loop))
+        for n in names[1:]:
+            vec = _median_run(runs[n])
+            equal = all(_same(a, b) for r in runs[n]
+                        for a, b in zip(r["result"], loop["result"], strict=True))
+            speedup = loop["seconds_first"] / vec["seconds_first"]
+            warm = vec["seconds_warm_best"]
+            warm_txt = "" if warm is None else f"; warm {warm:.3f} s"
+            _, container, _ = n.split(":")
+            print(_a_line(f"{container} {dtype}:", vec) + f"  first call "
+                  f"{vec['seconds_first_call'] * 1e3:.1f} ms{warm_txt}  speed-up "
+                  f"{speedup:.1f}x  identical: {equal}")
+            report[f"{container}-{dtype}"] = {k: v for k, v in vec.items() if k != "result"} | {
+                "speedup": speedup, "equal": equal}
+        report[f"loop-{dtype}"] = {k: v for k, v in loop.items() if k != "result"}
+    print(f"    mean over trials (float32): {vec['summary']}; torch threads "
+          f"{vec['torch_threads']}")
+    return report
+
+
+def _case_b(args) -> dict:
+    vec, loop = _run_worker("b_vec", args), _run_worker("b_loop", args)
+    print(f"(b) {B_QUERY} x {B_GALLERY}, {B_DIM}-d, SYSU protocol, cosine "
+          f"(torch threads {vec['torch_threads']}):")
+    print(f"    vectorised (evaluate_features): {vec['seconds']:.1f} s ({_loads(vec)})  "
+          f"peak RSS {vec['peak_rss_gib']:.2f} GiB  result {vec['result']}")
+    print(f"    loop: {loop['seconds_subset']:.1f} s for {loop['queries_subset']} queries "
+          f"-> ~{loop['seconds_extrapolated']:.0f} s extrapolated to {B_QUERY} ({_loads(loop)})  "
+          f"peak RSS {loop['peak_rss_gib']:.2f} GiB; identical on the subset: "
+          f"{loop['subset_equal']}")
+    print(f"    speed-up vs extrapolated loop: "
+          f"{loop['seconds_extrapolated'] / vec['seconds']:.1f}x")
+    return {"vectorised": vec, "loop": loop}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--case", choices=["a", "b", "all"], default="all")
     p.add_argument("--device", default="cpu", help="device of the vectorised side (cpu/cuda)")
-    p.add_argument("--repeats", type=int, default=3, help="(a): best of this many runs")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="(a): runs per process; the first is the headline, the best of the "
+                        "others is reported as 'warm'")
+    p.add_argument("--processes", type=int, default=1,
+                   help="(a): fresh processes per method; the median first run is reported")
     p.add_argument("--b-loop-queries", type=int, default=200,
                    help="(b): queries the loop baseline runs (extrapolated to 20,000)")
     p.add_argument("--threads", type=int,
@@ -256,33 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"python": platform.python_version(), "device": args.device,
                     "threads": args.threads}
     if args.case in ("a", "all"):
-        vec, loop = _run_worker("a_vec", args), _run_worker("a_loop", args)
-        equal = all(_same(a, b) for a, b in zip(vec["metrics"], loop["metrics"], strict=True))
-        speedup = loop["seconds_10_trials"] / vec["seconds_10_trials"]
-        print(f"(a) SYSU size {A_QUERY} x {A_GALLERY}, {A_TRIALS} trials "
-              f"(best of {args.repeats}; torch threads {vec['torch_threads']}):")
-        print(f"    vectorised: {vec['seconds_10_trials']:.3f} s  "
-              f"peak RSS {vec['peak_rss_gib']:.2f} GiB")
-        print(f"    loop:       {loop['seconds_10_trials']:.3f} s  "
-              f"peak RSS {loop['peak_rss_gib']:.2f} GiB")
-        print(f"    speed-up {speedup:.1f}x, identical results: {equal}")
-        print(f"    mean over trials: {vec['summary']}")
-        for r in (vec, loop):
-            r.pop("metrics")
-        report["a"] = {"vectorised": vec, "loop": loop, "speedup": speedup, "equal": equal}
+        report["a"] = _case_a(args)
     if args.case in ("b", "all"):
-        vec, loop = _run_worker("b_vec", args), _run_worker("b_loop", args)
-        print(f"(b) {B_QUERY} x {B_GALLERY}, {B_DIM}-d, SYSU protocol, cosine "
-              f"(torch threads {vec['torch_threads']}):")
-        print(f"    vectorised (evaluate_features): {vec['seconds']:.1f} s  "
-              f"peak RSS {vec['peak_rss_gib']:.2f} GiB  result {vec['result']}")
-        print(f"    loop: {loop['seconds_subset']:.1f} s for {loop['queries_subset']} queries "
-              f"-> ~{loop['seconds_extrapolated']:.0f} s extrapolated to {B_QUERY}  "
-              f"peak RSS {loop['peak_rss_gib']:.2f} GiB; identical on the subset: "
-              f"{loop['subset_equal']}")
-        print(f"    speed-up vs extrapolated loop: "
-              f"{loop['seconds_extrapolated'] / vec['seconds']:.1f}x")
-        report["b"] = {"vectorised": vec, "loop": loop}
+        report["b"] = _case_b(args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -8,6 +8,7 @@ import torch
 
 from df2am.errors import EvaluationError
 from df2am.evaluation import (
+    PROTOCOLS,
     EvalResult,
     aggregate_trials,
     evaluate,
@@ -51,7 +52,7 @@ def test_pairwise_distance_errors():
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
-@pytest.mark.parametrize("protocol", ["sysu", "regdb"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_evaluate_features_equals_evaluate_of_the_distance_matrix(metric, protocol):
     rng = np.random.default_rng(1)
     q, g = _unit(rng, 23), _unit(rng, 31)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from df2am.errors import Df2amError, EvaluationError
-from df2am.evaluation import EvalResult, default_chunk_size, evaluate
+from df2am.evaluation import PROTOCOLS, EvalResult, default_chunk_size, evaluate
 
 
 def _one(dist, q_id, g_ids, q_cam, g_cams, protocol, max_rank=5, **kw) -> EvalResult:
@@ -49,6 +49,37 @@ def test_cam3_query_drops_every_cam2_gallery_image():
     # RegDB applies no camera rule even with the same cameras.
     rr = _one(dist, 1, g_ids, 3, g_cams, "regdb")
     assert rr.mAP == pytest.approx(r6.mAP)
+
+
+def test_llcm_drops_only_same_identity_same_camera():
+    # query: id 1 from camera 2. Gallery in rank order (id, camera):
+    #   g0 (1, 2)  same id, same camera      -> LLCM drops it
+    #   g1 (5, 2)  other id, same camera     -> LLCM keeps it: a negative ranked first
+    #   g2 (1, 4)  true match
+    #   g3 (5, 1)  negative (id 5 again)
+    #   g4 (7, 3)  negative
+    #   g5 (1, 3)  true match (camera 3 is not the query's camera 2)
+    dist = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    g_ids, g_cams = [1, 5, 1, 5, 7, 1], [2, 2, 4, 1, 3, 3]
+    r = _one(dist, 1, g_ids, 2, g_cams, "llcm")
+    # kept list: g1(5) g2(1) g3(5) g4(7) g5(1): matches at positions 2 and 5
+    #   AP = (1/2 + 2/5) / 2 = 0.45, mINP = 2/5; distinct ids 5, 1, 7 -> true id 2nd
+    np.testing.assert_array_equal(r.cmc, [0, 1, 1, 1, 1])
+    assert r.mAP == (1 / 2 + 2 / 5) / 2
+    assert r.mINP == 2 / 5
+    assert r.num_valid_queries == 1
+    # The SYSU room rule (camera 3 -> room 2) instead drops every camera-2/3 entry, whatever
+    # its id: g0, g1, g4, g5 go, leaving g2(1) g3(5): the match is first.
+    s = _one(dist, 1, g_ids, 2, g_cams, "sysu")
+    np.testing.assert_array_equal(s.cmc, [1, 1, 1, 1, 1])
+    assert (s.mAP, s.mINP) == (1.0, 1.0)
+    # RegDB drops nothing: matches at 1, 3, 6.
+    rr = _one(dist, 1, g_ids, 2, g_cams, "regdb")
+    assert rr.mAP == (1 + 2 / 3 + 3 / 6) / 3
+    # A query whose only matches share its camera has none left: skipped, and with no other
+    # query that is the "no valid query" error naming the LLCM rule.
+    with pytest.raises(EvaluationError, match="no valid query.*LLCM rule"):
+        _one([0.1, 0.2], 1, [1, 5], 2, [2, 1], "llcm")
 
 
 def test_invalid_query_is_skipped_not_counted_as_a_miss():
@@ -149,9 +180,13 @@ def test_to_dict_gives_percent_keys():
         ({"query_cams": np.array([3, 6, 6])}, "query_cams: expected 2 entries"),
         ({"gallery_cams": np.array([[1, 2, 4]])}, "gallery_cams: expected a 1-D"),
         ({"gallery_cams": None}, "needs query_cams and gallery_cams"),
+        ({"gallery_cams": None, "protocol": "llcm"}, "'llcm' needs query_cams and gallery_cams"),
+        ({"query_cams": torch.tensor([3.0, 6.0])}, "query_cams: expected integer labels"),
+        ({"query_ids": torch.tensor([[1, 2]])}, "query_ids: expected a 1-D"),
+        ({"query_ids": np.array([1, None])}, "query_ids: expected an integer array"),
         ({"query_ids": np.array([1.0, 2.0])}, "integer labels"),
         ({"distmat": np.array([[0.1, np.nan, 0.3], [0.1, 0.2, 0.3]])}, "NaN.*row 0"),
-        ({"protocol": "market"}, "protocol: expected one of sysu, regdb"),
+        ({"protocol": "market"}, "protocol: expected one of sysu, regdb, llcm"),
         ({"max_rank": 0}, "max_rank"),
         ({"chunk_size": 0}, "chunk_size"),
     ],
@@ -187,8 +222,8 @@ def test_gpu_matches_cpu():
     rng = np.random.default_rng(1)
     dist = rng.integers(0, 5, size=(50, 40)).astype(np.float32)
     q_ids, g_ids = rng.integers(0, 6, 50), rng.integers(0, 6, 40)
-    q_cams, g_cams = rng.choice([3, 6], 50), rng.choice([1, 2, 4, 5], 40)
-    for protocol in ("sysu", "regdb"):
+    q_cams, g_cams = rng.choice([1, 3, 6], 50), rng.choice([1, 2, 4, 5], 40)
+    for protocol in PROTOCOLS:
         cpu = evaluate(dist, q_ids, g_ids, q_cams, g_cams, protocol=protocol, chunk_size=7)
         gpu = evaluate(torch.from_numpy(dist).cuda(), torch.from_numpy(q_ids).cuda(), g_ids,
                        q_cams, torch.from_numpy(g_cams).cuda(), protocol=protocol, chunk_size=7)

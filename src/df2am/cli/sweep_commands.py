@@ -24,7 +24,6 @@ from df2am.cli._argparse import overrides_anywhere
 from df2am.engine.sweep import PAPER_SPECS
 
 
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``sweep`` and ``reproduce`` to the top-level parser."""
     s = sub.add_parser(

@@ -1,7 +1,9 @@
-"""Evaluation: distances, protocol-exact CMC / mAP / mINP (SYSU-MM01, RegDB), trial aggregation.
+"""Evaluation: distances, protocol-exact CMC / mAP / mINP (rules ``sysu``, ``regdb``, ``llcm``),
+k-reciprocal re-ranking, trial aggregation, the modality-alignment report.
 
 The metric definitions follow ``docs/protocols.md`` ("Metrics") exactly: stable ranking, the
-SYSU camera-3/camera-2 rule, identity-deduplicated CMC on SYSU and image-level CMC on RegDB,
+SYSU camera-3/camera-2 rule, the LLCM same-identity-and-camera rule, identity-deduplicated CMC on
+SYSU and LLCM and image-level CMC on RegDB,
 AP and mINP over the filtered list, queries without a true match skipped. Everything is
 vectorised over chunks of queries, so memory is bounded by one chunk (never ``Q × G`` integer
 arrays) and it runs on the GPU when the inputs are CUDA tensors.

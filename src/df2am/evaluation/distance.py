@@ -69,12 +69,17 @@ def check_unit_norm(x: torch.Tensor, name: str) -> None:
             f"does) or use metric='euclidean'")
 
 
-def _distance(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
-    """Distances between fp32 rows of ``a`` (A, D) and ``b`` (B, D); no validation."""
+def _distance(a: torch.Tensor, b: torch.Tensor, metric: str,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+    """Distances between fp32 rows of ``a`` (A, D) and ``b`` (B, D); no validation.
+
+    ``out``: an (A, B) fp32 buffer to write into (reused across chunks by the evaluator, since
+    fresh results page-fault every time); the values are the same bits either way.
+    """
+    d = torch.mm(a, b.T, out=out) if out is not None else a @ b.T
     if metric == "cosine":
-        return -(a @ b.T)
+        return d.neg_()
     # ‖a‖² + ‖b‖² − 2ab in fp32, computed in place to keep one (A, B) buffer.
-    d = a @ b.T
     d.mul_(-2.0)
     d.add_(a.pow(2).sum(dim=1, keepdim=True))
     d.add_(b.pow(2).sum(dim=1)[None, :])
