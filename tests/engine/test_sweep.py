@@ -300,6 +300,10 @@ def test_read_metrics_formats(tmp_path: Path) -> None:
         ({"base": "missing.yaml"}, "not found"),
         ({"evals": {"e": {"colour": "red"}}}, "unknown options"),
         ({"runs": {"a b": []}}, "run names"),
+        # Trials train one model each: only for datasets with a training split per trial.
+        ({"trials": [1, 2]}, r"one model per trial.*SYSU-MM01: one model for all trials"),
+        ({"trials": [0, 1], "overrides": ["data.dataset=regdb"]}, r"RegDB: 1\.\.10"),
+        ({"trials": [1, 1], "overrides": ["data.dataset=regdb"]}, "distinct trial numbers"),
     ],
 )
 def test_bad_specs(tmp_path: Path, patch: dict, match: str) -> None:

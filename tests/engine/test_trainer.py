@@ -302,6 +302,11 @@ def test_parse_trials():
     for bad in ("0-3", "11", "a", "5-2"):
         with pytest.raises(ConfigError, match="--trials"):
             parse_trials(bad)
+    with pytest.raises(ConfigError, match=r"RegDB trials are 1\.\.10 .*got \[0\]"):
+        parse_trials("0-3")
+    for dataset in ("sysu", "llcm"):  # one model for all trials: --trials makes no sense
+        with pytest.raises(ConfigError, match="gallery draws of one model"):
+            parse_trials("1-2", dataset)
 
 
 def test_llcm_trains_and_evaluates_in_every_direction(tmp_path, capsys):

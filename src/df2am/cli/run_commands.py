@@ -63,10 +63,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def parse_trials(spec: str) -> list[int]:
-    """``"1-10"``, ``"3,5"``, ``"2-4,7"`` or ``"all"`` → sorted RegDB trial numbers (1..10)."""
+def parse_trials(spec: str, dataset: str = "regdb") -> list[int]:
+    """``"1-10"``, ``"3,5"``, ``"2-4,7"`` or ``"all"`` → sorted trial numbers of ``dataset``
+    (one that trains a model per trial: RegDB, 1..10)."""
+    from df2am.data.datasets import get_dataset
+
+    ds = get_dataset(dataset)
+    if not ds.trial_per_model:
+        raise ConfigError(
+            f"--trials trains one model per trial of datasets with a training split per trial "
+            f"(RegDB); for {ds.title} the trials are gallery draws of one model (eval.trials)"
+        )
     if spec.strip() == "all":
-        return list(range(1, 11))
+        return list(ds.trials)
     out: set[int] = set()
     for part in spec.split(","):
         part = part.strip()
@@ -82,9 +91,10 @@ def parse_trials(spec: str) -> list[int]:
             raise ConfigError(
                 f"--trials {spec!r}: expected trial numbers like 1-10, 3,5 or all"
             ) from None
-    bad = sorted(t for t in out if not 1 <= t <= 10)
+    bad = sorted(t for t in out if t not in ds.trials)
     if bad or not out:
-        raise ConfigError(f"--trials {spec!r}: RegDB trials are 1..10, got {bad or 'none'}")
+        raise ConfigError(f"--trials {spec!r}: {ds.title} trials are {ds.trial_rule}, got "
+                          f"{bad or 'none'}")
     return sorted(out)
 
 
@@ -122,7 +132,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, Path]:
 def cmd_train(args: argparse.Namespace) -> int:
     cfg, run_dir = _load(args)
     if args.trials:
-        return _train_trials(cfg, run_dir, parse_trials(args.trials), bool(args.resume))
+        return _train_trials(cfg, run_dir, parse_trials(args.trials, cfg.data.dataset),
+                             bool(args.resume))
     from df2am.engine import train
 
     result = train(cfg, run_dir, resume=bool(args.resume))

@@ -65,6 +65,7 @@ from typing import IO, Any
 import yaml
 
 from df2am.config import Config, complete_config_dict, config_to_dict, load_config
+from df2am.data.datasets import get_dataset
 from df2am.errors import ConfigError, Df2amError
 
 __all__ = [
@@ -478,9 +479,18 @@ def load_spec(path: str | Path) -> SweepSpec:
         seen.add(run.name)
 
     trials = data.get("trials") or []
-    _expect(isinstance(trials, list) and all(isinstance(t, int) and 1 <= t <= 10 for t in trials)
-            and len(set(trials)) == len(trials), f"{p}: trials",
-            f"expected distinct RegDB trial numbers 1..10, got {trials!r}")
+    _expect(isinstance(trials, list) and len(set(trials)) == len(trials)
+            and all(isinstance(t, int) and not isinstance(t, bool) for t in trials),
+            f"{p}: trials", f"expected distinct trial numbers, got {trials!r}")
+    if trials:
+        # The dataset of the base + spec overrides (run overrides do not change the dataset).
+        spec_overrides = _str_list(data.get("overrides") or [], f"{p}: overrides")
+        ds = get_dataset(load_config(base, spec_overrides).data.dataset)
+        _expect(ds.trial_per_model and all(t in ds.trials for t in trials), f"{p}: trials",
+                f"one model per trial needs a dataset with a training split per trial and its "
+                f"trial numbers ({ds.title}: "
+                + (ds.trial_rule if ds.trial_per_model else "one model for all trials")
+                + f"), got {trials!r}")
 
     spec = SweepSpec(
         path=p.resolve(),
