@@ -99,7 +99,7 @@ class EvalReport:
     """Everything one evaluation run produced.
 
     Attributes:
-        dataset: "sysu" or "regdb".
+        dataset: the dataset's registry name (df2am.data.datasets.DATASETS).
         mode: SYSU search mode ("all" | "indoor"); None for RegDB.
         direction: RegDB direction ("v2t" | "t2v"); None for SYSU.
         sampler: SYSU gallery sampler ("seeded" | "official"); None for RegDB.
