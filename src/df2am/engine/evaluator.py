@@ -100,10 +100,11 @@ class EvalReport:
 
     Attributes:
         dataset: the dataset's registry name (df2am.data.datasets.DATASETS).
-        mode: SYSU search mode ("all" | "indoor"); None for RegDB.
-        direction: RegDB direction ("v2t" | "t2v"); None for SYSU.
-        sampler: SYSU gallery sampler ("seeded" | "official"); None for RegDB.
-        shots: SYSU gallery shots (1 | 10); None for RegDB.
+        mode: SYSU search mode ("all" | "indoor"); None for the others.
+        direction: RegDB ("v2t" | "t2v") or LLCM ("i2v" | "v2i" | "v2i_transposed") direction;
+            None for SYSU.
+        sampler: SYSU gallery sampler ("seeded" | "official"); None for the others.
+        shots: SYSU gallery shots (1 | 10); None for the others.
         trials: the trial numbers evaluated (SYSU 0..9, RegDB the model's trial 1..10).
         metric: distance ("cosine" | "euclidean").
         feature: test feature ("fused" | "global" | "bn_global").
