@@ -119,6 +119,8 @@ class EvalReport:
         alignment: with ``diagnose=True``, the modality-alignment report
             (:func:`df2am.evaluation.modality_alignment`) of the query images and the distinct
             gallery images of all trials; None otherwise.
+        rerank: the k-reciprocal re-ranking parameters (``k1``, ``k2``, ``lambda``) when it
+            was on, None when off (results.json ``protocol.rerank`` / ``rerank_params``).
     """
 
     dataset: str
