@@ -55,6 +55,7 @@ from df2am import __version__
 from df2am.config import Config, config_to_dict
 from df2am.data.cache import decode_resize
 from df2am.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TestTransform
+from df2am.engine.atomic import atomic_write
 from df2am.engine.precision import resolve_device
 from df2am.errors import ConfigError, DatasetError
 
@@ -153,19 +154,12 @@ def save_features(fs: FeatureSet, path: str | os.PathLike[str]) -> Path:
             f"features {tuple(fs.features.shape)} do not fit {len(fs.paths)} paths")
     npy, js = feature_paths(path)
     npy.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(npy, lambda fh: np.save(fh, np.ascontiguousarray(fs.features)))
+    atomic_write(npy, lambda fh: np.save(fh, np.ascontiguousarray(fs.features)))
     # The sidecar goes last: a reader that finds it can trust the .npy next to it.
     text = json.dumps(fs.sidecar(), indent=1) + "\n"
-    _atomic_write(js, lambda fh: fh.write(text.encode()))
+    atomic_write(js, lambda fh: fh.write(text.encode()))
     logger.info("wrote %s (%d × %d %s) and %s", npy, *fs.features.shape, fs.dtype, js.name)
     return npy
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-    os.replace(tmp, path)
 
 
 def load_features(path: str | os.PathLike[str], *, mmap: bool = False) -> FeatureSet:

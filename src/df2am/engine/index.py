@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from df2am.engine.atomic import atomic_path, atomic_write
 from df2am.engine.features import FeatureSet
 from df2am.errors import ConfigError, Df2amError
 
@@ -190,10 +191,10 @@ def save_index(index: SearchIndex, path: str | os.PathLike[str]) -> Path:
     faiss = import_faiss()
     fidx, js = index_paths(path)
     fidx.parent.mkdir(parents=True, exist_ok=True)
-    tmp = fidx.with_name(f".{fidx.name}.tmp")
-    faiss.write_index(index.index, str(tmp))
-    os.replace(tmp, fidx)
-    js.write_text(json.dumps(index.meta, indent=1) + "\n")
+    with atomic_path(fidx) as tmp:
+        faiss.write_index(index.index, str(tmp))
+    text = json.dumps(index.meta, indent=1) + "\n"
+    atomic_write(js, lambda fh: fh.write(text.encode()))
     logger.info("wrote %s and %s", fidx, js.name)
     return fidx
 
