@@ -1,0 +1,383 @@
+"""The ``df2am serve`` web app: search a gallery index by upload, browse an evaluation run.
+
+Why FastAPI + one static page: a Python ML user extends it by adding a route
+(``@app.get("/api/mine")``) in plain Python, with request validation and JSON for free; the
+page is plain HTML/JS/CSS shipped in the package (``df2am/web/static``) — no JavaScript build
+step, no CDN, so it works offline and on an air-gapped machine.
+
+::
+
+    from df2am.web.app import create_app
+    app = create_app(index="out/gallery_index", checkpoint="runs/sysu/model_final.pt",
+                     run="runs/sysu/eval_sysu_all", root="/data/SYSU-MM01")
+
+Routes:
+
+* ``GET /api/info`` — what is configured.
+* ``POST /api/search`` (multipart ``file``, ``modality`` rgb|ir, ``offset``, ``limit``) —
+  the ranked gallery of the uploaded image; ``in_gallery`` with a threshold.
+* ``GET /gallery/<i>`` — gallery image ``i`` of the index (by row, never by a user path).
+* ``GET /api/run`` — metrics, protocol and mean CMC of the run's ``results.json``.
+* ``GET /api/run/queries?failed=1&cam=N&offset&limit`` — per-query ranked gallery (first
+  ``k``) with correct flags, computed once at startup from the checkpoint and the dataset's
+  test split of the run's first trial (the dataset's camera rule applied; re-ranking is not).
+* ``GET /dataset/<relative path>`` — an image under the dataset root (no ``..``, no absolute
+  path, no symlink leaving the root).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+
+from df2am.engine.features import IMAGE_SUFFIXES
+from df2am.errors import ConfigError, DatasetError, Df2amError
+
+__all__ = ["create_app", "safe_path", "DEFAULT_MAX_UPLOAD", "SearchState", "RunState"]
+
+logger = logging.getLogger(__name__)
+
+#: Largest accepted upload (bytes) unless ``max_upload_bytes`` says otherwise.
+DEFAULT_MAX_UPLOAD = 10 * 2**20
+MAX_LIMIT = 200
+STATIC = Path(str(resources.files("df2am.web") / "static"))
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def safe_path(root: Path, rel: str) -> Path:
+    """``root / rel`` resolved, refusing anything that could leave ``root``.
+
+    Raises ``HTTPException`` 400 for an absolute path, a ``..`` part, a backslash or a NUL,
+    404 when the file does not exist, is not an image, or resolves (symlinks) outside root.
+    """
+    if not rel or "\x00" in rel or "\\" in rel or rel.startswith("/") or ":" in rel:
+        raise HTTPException(400, f"bad path {rel!r}: relative paths under the dataset root only")
+    parts = PurePosixPath(rel).parts
+    if any(p in ("..", ".") for p in parts) or PurePosixPath(rel).is_absolute():
+        raise HTTPException(400, f"bad path {rel!r}: '..' is not allowed")
+    base = root.resolve()
+    try:
+        target = (base / rel).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise HTTPException(404, f"not found: {rel}") from None
+    if not target.is_relative_to(base) or not target.is_file():
+        raise HTTPException(404, f"not found: {rel}")
+    if target.suffix.lower() not in IMAGE_SUFFIXES:
+        raise HTTPException(404, f"not an image: {rel}")
+    return target
+
+
+# --------------------------------------------------------------------------- search
+
+
+@dataclass
+class SearchState:
+    """The index, the model (loaded once) and the gallery's image files."""
+
+    index: Any
+    model: Any
+    cfg: Any
+    files: list[Path]
+    threshold: float | None = None
+
+    @classmethod
+    def load(cls, index_path: str | os.PathLike[str], checkpoint: str | os.PathLike[str], *,
+             threshold: float | None = None, device: str = "cpu") -> SearchState:
+        from df2am.engine.api import load_model
+        from df2am.engine.features import model_fingerprint
+        from df2am.engine.index import load_index
+
+        index = load_index(index_path)
+        model, cfg = load_model(checkpoint, device=device)
+        index.check_fingerprint(model_fingerprint(model, cfg)[0], f"checkpoint {checkpoint}")
+        root = Path(index.meta.get("root") or ".")
+        files = [Path(p) if Path(p).is_absolute() else root / p for p in index.meta["paths"]]
+        return cls(index, model, cfg, files, threshold)
+
+    def query(self, image: Image.Image, modality: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and distances of the top ``k`` for one decoded image (the index pipeline)."""
+        from df2am.engine.features import extract_paths
+
+        # Through a file, so decode + resize are exactly those the gallery went through.
+        with tempfile.TemporaryDirectory() as tmp:
+            f = Path(tmp) / "query.png"
+            image.save(f, format="PNG")
+            feats, _, _ = extract_paths(self.model, self.cfg, [f], modality, progress=False)
+        rows, dist = self.index.search(feats, k=k)
+        return rows[0], dist[0]
+
+
+# --------------------------------------------------------------------------- run
+
+
+@dataclass
+class RunState:
+    """``results.json`` of an evaluation run and, with a checkpoint, per-query rankings."""
+
+    results: dict[str, Any]
+    root: Path | None
+    path: Path
+    trial: int | None = None
+    queries: list[dict[str, Any]] = field(default_factory=list)
+    ranked: bool = False
+
+    @classmethod
+    def load(cls, run: str | os.PathLike[str], root: str | os.PathLike[str] | None, *,
+             checkpoint: str | os.PathLike[str] | None = None, device: str = "cpu",
+             k: int = 10) -> RunState:
+        p = Path(run)
+        path = p / "results.json" if p.is_dir() else p
+        if not path.is_file():
+            raise DatasetError(f"--run {run}: no results.json there (write one with df2am eval "
+                               "--out DIR)")
+        try:
+            results = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"{path}: cannot read JSON ({exc})") from None
+        if not isinstance(results, dict) or "protocol" not in results:
+            raise DatasetError(f"{path}: not an evaluation results.json (no 'protocol')")
+        state = cls(results, Path(root).resolve() if root else None, path)
+        ckpt = checkpoint or results.get("checkpoint")
+        if state.root is not None and ckpt:
+            ck = Path(ckpt)
+            if not ck.is_absolute() and not ck.is_file():
+                ck = path.parent / ck
+            state.compute_rankings(ck, device=device, k=k)
+        return state
+
+    def compute_rankings(self, checkpoint: Path, *, device: str = "cpu", k: int = 10) -> None:
+        """Rank the gallery of the first trial for every query, as the evaluation did."""
+        import torch
+
+        from df2am.data.datasets import get_dataset
+        from df2am.engine.api import load_model
+        from df2am.engine.evaluator import extract_records
+        from df2am.evaluation.distance import pairwise_distance
+
+        assert self.root is not None
+        proto = self.results["protocol"]
+        model, cfg = load_model(checkpoint, device=device)
+        ds = get_dataset(proto["dataset"])
+        options = ds.resolve_options(mode=proto.get("mode"), sampler=proto.get("sampler"),
+                                     shots=proto.get("shots"), direction=proto.get("direction"))
+        trials = proto.get("trials") or [0]
+        self.trial = int(trials[0])
+        query, gallery = ds.test_split(self.root, self.trial, options)
+        if not query or not gallery:
+            raise DatasetError(f"{proto['dataset']} at {self.root}: empty query or gallery")
+
+        def feats(records: list[Any]) -> torch.Tensor:
+            out = torch.empty(0)
+            by_mod: dict[str, list[int]] = {}
+            for i, r in enumerate(records):
+                by_mod.setdefault(r.modality, []).append(i)
+            for idx in by_mod.values():
+                f = extract_records(model, [records[i] for i in idx], self.root, cfg.data,
+                                    device=device, feature=proto.get("feature"),
+                                    flip=proto.get("flip"))
+                if out.numel() == 0:
+                    out = torch.empty(len(records), f.shape[1])
+                out[idx] = f
+            return out
+
+        with torch.no_grad():
+            dist = pairwise_distance(feats(query), feats(gallery),
+                                     metric=proto.get("metric", "cosine"))
+        dist = np.asarray(dist.cpu().numpy() if hasattr(dist, "cpu") else dist)
+        rule = proto.get("metric_rule", ds.metric_rule)
+        g_ids = np.array([g.pid for g in gallery])
+        g_cams = np.array([g.cam for g in gallery])
+        self.queries = []
+        for qi, q in enumerate(query):
+            keep = np.ones(len(gallery), bool)
+            if rule == "sysu":
+                room = {3: 2}.get(q.cam, q.cam)
+                keep = np.array([{3: 2}.get(int(c), int(c)) != room for c in g_cams])
+            elif rule == "llcm":
+                keep = ~((g_ids == q.pid) & (g_cams == q.cam))
+            cols = np.nonzero(keep)[0]
+            order = cols[np.argsort(dist[qi, cols], kind="stable")]
+            valid = bool((g_ids[cols] == q.pid).any())
+            ranked = [{"path": gallery[j].path, "url": f"/dataset/{gallery[j].path}",
+                       "pid": int(g_ids[j]), "cam": int(g_cams[j]),
+                       "distance": float(dist[qi, j]), "correct": bool(g_ids[j] == q.pid)}
+                      for j in order[:k]]
+            self.queries.append({"qi": qi, "path": q.path, "url": f"/dataset/{q.path}",
+                                 "pid": int(q.pid), "cam": int(q.cam), "valid": valid,
+                                 "correct": bool(ranked and ranked[0]["correct"]),
+                                 "ranked": ranked})
+        self.ranked = True
+        logger.info("ranked %d queries × %d gallery images (trial %d)", len(query),
+                    len(gallery), self.trial)
+
+    def summary(self) -> dict[str, Any]:
+        from df2am.engine.evaluator import METRIC_KEYS
+
+        r = self.results
+        valid = [q for q in self.queries if q["valid"]]
+        return {
+            "path": str(self.path),
+            "metrics": [{"key": k, "mean": r.get(k), "std": r.get(f"{k}_std")}
+                        for k in METRIC_KEYS],
+            "protocol": r.get("protocol", {}),
+            "per_trial": r.get("per_trial", []),
+            "cmc": r.get("cmc", {}),
+            "checkpoint": r.get("checkpoint"),
+            "ranked": self.ranked,
+            "trial": self.trial,
+            "num_queries": len(self.queries),
+            "rank1_recomputed": (100.0 * sum(q["correct"] for q in valid) / len(valid)
+                                 if valid else None),
+        }
+
+
+# --------------------------------------------------------------------------- app
+
+
+def create_app(
+    *,
+    index: str | os.PathLike[str] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    run: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    threshold: float | None = None,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
+    device: str = "cpu",
+    run_k: int = 10,
+) -> FastAPI:
+    """The FastAPI app; everything heavy (model, index, rankings) is loaded here, once.
+
+    Raises:
+        ConfigError: neither an index nor a run, or an index without a checkpoint.
+        Df2amError: a file that cannot be loaded (index, checkpoint, results.json, dataset).
+    """
+    if index is None and run is None:
+        raise ConfigError("serve needs --index INDEX --checkpoint CKPT and/or --run DIR")
+    if index is not None and checkpoint is None:
+        raise ConfigError("--index needs --checkpoint (the model that embeds the uploads)")
+    if run is not None and root is None:
+        raise ConfigError("--run needs --root DATASET_ROOT (where its images are)")
+    if root is not None and not Path(root).is_dir():
+        raise DatasetError(f"--root {root}: not a folder")
+    if max_upload_bytes < 1:
+        raise ConfigError(f"max upload size must be >= 1 byte, got {max_upload_bytes}")
+    search = (SearchState.load(index, checkpoint, threshold=threshold, device=device)  # type: ignore[arg-type]
+              if index is not None else None)
+    run_state = (RunState.load(run, root, checkpoint=checkpoint if index is None else None,
+                               device=device, k=run_k) if run is not None else None)
+    app = FastAPI(title="df2am", docs_url="/api/docs", redoc_url=None)
+    app.state.search = search
+    app.state.run = run_state
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text())
+
+    @app.get("/api/info")
+    def info() -> dict[str, Any]:
+        out: dict[str, Any] = {"search": search is not None, "run": run_state is not None,
+                               "max_upload_bytes": max_upload_bytes}
+        if search is not None:
+            m = search.index.meta
+            out.update(gallery_size=len(search.files), gallery_modality=m.get("modality"),
+                       index_type=m.get("type"), threshold=search.threshold)
+        return out
+
+    def need_search() -> SearchState:
+        if search is None:
+            raise HTTPException(404, "no index configured (start with --index and --checkpoint)")
+        return search
+
+    def need_run() -> RunState:
+        if run_state is None:
+            raise HTTPException(404, "no evaluation run configured (start with --run and --root)")
+        return run_state
+
+    @app.post("/api/search")
+    async def do_search(file: UploadFile = File(...), modality: str = Form("ir"),  # noqa: B008
+                        offset: int = Form(0), limit: int = Form(20)) -> dict[str, Any]:
+        st = need_search()
+        if modality not in ("rgb", "ir"):
+            raise HTTPException(400, f"modality must be 'rgb' or 'ir', got {modality!r}")
+        if offset < 0 or not 1 <= limit <= MAX_LIMIT:
+            raise HTTPException(400, f"need offset >= 0 and 1 <= limit <= {MAX_LIMIT}")
+        data = await file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(400, f"upload too large: more than {max_upload_bytes} bytes")
+        if not data:
+            raise HTTPException(400, "empty upload")
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                image = im.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise HTTPException(400, f"not a readable image: {exc}") from None
+        total = len(st.files)
+        if offset >= total:
+            return {"results": [], "total": total, "offset": offset, "limit": limit,
+                    "modality": modality, "threshold": st.threshold, "in_gallery": None}
+        try:
+            rows, dist = st.query(image, modality, min(offset + limit, total))
+        except Df2amError as exc:
+            raise HTTPException(400, str(exc)) from None
+        paths = st.index.meta["paths"]
+        results = [{"rank": i + 1, "index": int(r), "path": paths[r], "distance": float(d),
+                    "url": f"/gallery/{int(r)}"}
+                   for i, (r, d) in enumerate(zip(rows, dist, strict=True))
+                   if r >= 0][offset:]
+        best = float(dist[0]) if len(dist) and rows[0] >= 0 else None
+        verdict = (None if st.threshold is None or best is None else best <= st.threshold)
+        return {"results": results, "total": total, "offset": offset, "limit": limit,
+                "modality": modality, "gallery_modality": st.index.meta.get("modality"),
+                "threshold": st.threshold, "best_distance": best, "in_gallery": verdict}
+
+    @app.get("/gallery/{i}")
+    def gallery_image(i: int) -> FileResponse:
+        st = need_search()
+        if not 0 <= i < len(st.files) or not st.files[i].is_file():
+            raise HTTPException(404, f"no gallery image {i}")
+        return FileResponse(st.files[i])
+
+    @app.get("/api/run")
+    def run_summary() -> dict[str, Any]:
+        return need_run().summary()
+
+    @app.get("/api/run/queries")
+    def run_queries(failed: bool = False, cam: int | None = None,
+                    offset: int = Query(0, ge=0),  # noqa: B008
+                    limit: int = Query(20, ge=1, le=MAX_LIMIT),  # noqa: B008
+                    k: int = Query(10, ge=1)) -> dict[str, Any]:  # noqa: B008
+        st = need_run()
+        if not st.ranked:
+            raise HTTPException(404, "no per-query rankings: the run names no checkpoint "
+                                "(start with --checkpoint)")
+        rows = [q for q in st.queries
+                if (not failed or (q["valid"] and not q["correct"]))
+                and (cam is None or q["cam"] == cam)]
+        page = [{**q, "ranked": q["ranked"][:k]} for q in rows[offset:offset + limit]]
+        return {"total": len(rows), "offset": offset, "limit": limit, "trial": st.trial,
+                "cams": sorted({q["cam"] for q in st.queries}), "queries": page}
+
+    @app.get("/dataset/{rel:path}")
+    def dataset_image(rel: str) -> FileResponse:
+        st = need_run()
+        assert st.root is not None
+        return FileResponse(safe_path(st.root, rel))
+
+    return app
