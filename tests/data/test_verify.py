@@ -182,3 +182,66 @@ def test_synthetic_datasets_verify(tmp_path: Path) -> None:
         )
         report = verify_dataset(layout, root)
         assert report.ok, messages(report)
+
+
+# ---------------------------------------------------------------- image content and odd names
+
+
+def test_png_named_jpg_is_a_note_not_a_problem(capsys, sysu_root: Path) -> None:
+    from PIL import Image
+
+    odd = sysu_root / "cam1" / "0003" / "0002.jpg"
+    Image.new("RGBA", (4, 8), (10, 20, 30, 128)).save(odd, format="PNG")
+    report = verify_dataset("sysu", sysu_root, workers=2)
+    assert report.ok, messages(report)
+    assert report.decoded == 49
+    named = [n for n in report.notes if str(odd) in n]
+    assert len(named) == 1 and "PNG" in named[0] and ".jpg" in named[0]
+    assert main(["data", "verify", "--dataset", "sysu", "--root", str(sysu_root)]) == 0
+    assert str(odd) in capsys.readouterr().out
+
+
+def test_undecodable_mode_and_text_file_are_problems(sysu_root: Path) -> None:
+    from PIL import Image
+
+    lab = sysu_root / "cam1" / "0003" / "0001.jpg"
+    Image.new("LAB", (4, 8)).save(lab, format="TIFF")
+    text = sysu_root / "cam3" / "0005" / "0001.jpg"
+    text.write_text("not an image\n")
+    report = verify_dataset("sysu", sysu_root, workers=2)
+    by_path = {p.path: p.message for p in report.problems}
+    assert set(by_path) == {str(lab), str(text)}
+    assert "'LAB'" in by_path[str(lab)]
+    assert "not an image file" in by_path[str(text)]
+    assert report.decoded == 47
+
+
+def _non_utf8_sysu_root(tmp_path: Path, make_sysu_tree) -> Path:
+    import os
+
+    try:
+        root = tmp_path / os.fsdecode(b"SYSU \xff caf\xc3\xa9")
+        root.mkdir()
+    except (OSError, UnicodeEncodeError):  # pragma: no cover - filesystems that refuse it
+        pytest.skip("this filesystem refuses non-UTF-8 names")
+    images = {1: {1: 1, 3: 1}, 2: {1: 1, 3: 1}, 4: {1: 1, 3: 1}}
+    make_sysu_tree(root, images, train=[1], val=[4], test=[2])
+    truncate(root / "cam3" / "0002" / "0001.jpg")
+    return root
+
+
+def test_non_utf8_root_image_problem_is_printable(tmp_path: Path, make_sysu_tree) -> None:
+    root = _non_utf8_sysu_root(tmp_path, make_sysu_tree)
+    report = verify_dataset("sysu", root, workers=1)
+    assert len(report.problems) == 1, messages(report)
+    problem = report.problems[0]
+    assert "SYSU \\xff café" in problem.path and problem.path.endswith("0002/0001.jpg")
+    str(problem).encode("utf-8")  # strict: no lone surrogate left in the problem
+
+
+def test_non_utf8_root_cli_prints_plainly(capsys, tmp_path: Path, make_sysu_tree) -> None:
+    root = _non_utf8_sysu_root(tmp_path, make_sysu_tree)
+    verify_dataset("sysu", root, workers=1).format().encode("utf-8")
+    assert main(["data", "verify", "--dataset", "sysu", "--root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "SYSU \\xff café" in out and "0001.jpg" in out

@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Df2amError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from df2am.data.images import printable  # file names may hold non-UTF-8 bytes
+
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

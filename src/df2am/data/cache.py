@@ -16,6 +16,10 @@ and two processes building the same cache at once both end with a valid file (th
 wins; in distributed training let rank 0 build it first). Decoding runs in a thread pool (Pillow
 releases the GIL while decoding and resizing) with a tqdm progress bar showing the ETA.
 ``cache_dir="none"`` decodes into memory without touching the disk.
+
+Decoding itself (format by content, every PIL mode converted faithfully to 8-bit RGB, errors
+naming the file) is :func:`df2am.data.images.decode_rgb`, shared with ``df2am data verify``.
+Paths may hold any characters, including bytes that are not UTF-8.
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
+from df2am.data.images import decode_rgb, display_path
 from df2am.data.records import ImageRecord
 from df2am.errors import DatasetError
 
@@ -41,7 +45,8 @@ log = logging.getLogger(__name__)
 
 #: The ``cache_dir`` value that disables the disk cache.
 NO_CACHE = "none"
-_VERSION = b"df2am-image-cache-v1"
+# v2: faithful mode conversion (16-bit, alpha, palette transparency) in df2am.data.images.
+_VERSION = b"df2am-image-cache-v2"
 
 
 def _stat(root: Path, records: Sequence[ImageRecord]) -> list[tuple[int, int]]:
@@ -51,7 +56,9 @@ def _stat(root: Path, records: Sequence[ImageRecord]) -> list[tuple[int, int]]:
         try:
             st = p.stat()
         except FileNotFoundError:
-            raise DatasetError(f"image file not found: {p} (record pid={rec.pid})") from None
+            raise DatasetError(
+                f"image file not found: {display_path(p)} (record pid={rec.pid})"
+            ) from None
         out.append((st.st_size, st.st_mtime_ns))
     return out
 
@@ -60,9 +67,11 @@ def cache_key(records: Sequence[ImageRecord], root: str | Path, size: tuple[int,
     """SHA-1 hex digest of (absolute root, paths, file sizes + mtimes, H, W)."""
     root = Path(root).resolve()
     h = hashlib.sha1(_VERSION)
-    h.update(f"{root}\0{size[0]}x{size[1]}\0{len(records)}\0".encode())
+    # surrogateescape: file names that are not valid UTF-8 hash as their raw bytes (valid names
+    # hash exactly as with a plain .encode()).
+    h.update(f"{root}\0{size[0]}x{size[1]}\0{len(records)}\0".encode("utf-8", "surrogateescape"))
     for rec, (nbytes, mtime) in zip(records, _stat(root, records), strict=True):
-        h.update(f"{rec.path}\0{nbytes}\0{mtime}\n".encode())
+        h.update(f"{rec.path}\0{nbytes}\0{mtime}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -77,17 +86,12 @@ def cache_path(
 def decode_resize(path: Path, size: tuple[int, int]) -> np.ndarray:
     """Decode one image file to RGB (gray repeated for IR), resize to (H, W), uint8 HWC.
 
+    The format is read from the content, and every mode is converted faithfully (16-bit gray
+    scaled, alpha composited on black, palettes applied; rules in :mod:`df2am.data.images`).
+
     Raises :class:`DatasetError` naming the file when it is missing or not a decodable image.
     """
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DatasetError(f"cannot decode image {path}: {exc}") from None
-    return arr
+    return decode_rgb(path, size)
 
 
 def _decode_into(
@@ -145,7 +149,7 @@ def load_images(
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        log.info("building image cache %s (%d images)", target, len(records))
+        log.info("building image cache %s (%d images)", display_path(target), len(records))
         try:
             arr = np.lib.format.open_memmap(
                 tmp, mode="w+", dtype=np.uint8, shape=(len(records), *size, 3)
@@ -157,16 +161,16 @@ def load_images(
         finally:
             tmp.unlink(missing_ok=True)
     else:
-        log.info("using image cache %s", target)
+        log.info("using image cache %s", display_path(target))
     try:
         images = np.load(target, mmap_mode="r")
     except (OSError, ValueError) as exc:
         raise DatasetError(
-            f"image cache {target} is unreadable ({exc}); delete it to rebuild"
+            f"image cache {display_path(target)} is unreadable ({exc}); delete it to rebuild"
         ) from None
     if images.shape != (len(records), *size, 3) or images.dtype != np.uint8:
         raise DatasetError(
-            f"image cache {target} holds {images.shape} {images.dtype}, expected "
+            f"image cache {display_path(target)} holds {images.shape} {images.dtype}, expected "
             f"{(len(records), *size, 3)} uint8; delete it to rebuild"
         )
     return images

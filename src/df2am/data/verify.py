@@ -16,8 +16,11 @@ to missing files, images that do not decode) so a user can fix a copy in one pas
 :class:`Problem` names the file or folder and what was expected. ``df2am data verify`` prints
 the report and exits 1 when there is any problem.
 
-Every image of the listed ids is decoded with PIL (``Image.open(...).load()``, which rejects
-truncated files) on a small thread pool: PIL releases the GIL while decoding.
+Every image of the listed ids is decoded exactly as training decodes it
+(:func:`df2am.data.images.open_rgb`: format by content, full ``load()`` so truncated files are
+rejected, every mode converted to 8-bit RGB or rejected naming the mode) on a small thread pool:
+PIL releases the GIL while decoding. A file whose content is not what its extension says (PNG
+data in a ``.jpg``) decodes by content, so it is a *note* naming the file, not a problem.
 """
 
 from __future__ import annotations
@@ -45,19 +48,29 @@ def verify_dataset(dataset: str, root: str | Path, *, workers: int | None = None
 
 
 def decode_error(path: Path) -> str | None:
-    """``None`` if PIL fully decodes ``path``, else the reason it does not."""
-    from PIL import Image
+    """``None`` if ``path`` decodes as training decodes it, else the reason it does not."""
+    return _check_image(path)[0]
+
+
+#: Extension mismatches named one by one in the notes; the rest are counted.
+_MAX_NAMED_MISMATCHES = 20
+
+
+def _check_image(path: Path) -> tuple[str | None, str | None]:
+    """``(error, note)``: why ``path`` does not decode, and an extension-mismatch note."""
+    from df2am.data.images import ImageDecodeError, extension_mismatch, open_rgb
 
     try:
-        with Image.open(path) as image:
-            image.load()
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ...
-        return f"{type(exc).__name__}: {exc}"
-    return None
+        _, fmt = open_rgb(path)
+    except ImageDecodeError as exc:
+        return exc.reason, None
+    return None, extension_mismatch(path, fmt)
 
 
 def _decode_all(report: VerifyReport, images: Iterable[Path], workers: int | None) -> None:
     from PIL import ImageFile
+
+    from df2am.data.images import display_path
 
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # Someone in this process told PIL to pad truncated files silently; say so rather
@@ -70,8 +83,21 @@ def _decode_all(report: VerifyReport, images: Iterable[Path], workers: int | Non
     workers = workers or min(8, os.cpu_count() or 2)
     logger.info("decoding %d images with %d threads", len(paths), workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        errors = list(pool.map(decode_error, paths, chunksize=64))
-    for path, error in zip(paths, errors, strict=True):
+        results = list(pool.map(_check_image, paths, chunksize=64))
+    mismatches = []
+    for path, (error, note) in zip(paths, results, strict=True):
         if error is not None:
-            report.add(path, f"image does not decode ({error}): expected a complete image file")
-    report.decoded = len(paths) - sum(e is not None for e in errors)
+            report.add(
+                display_path(path),
+                f"image does not decode ({error}): expected a complete image file",
+            )
+        elif note is not None:
+            mismatches.append(note)
+    for note in mismatches[:_MAX_NAMED_MISMATCHES]:
+        report.notes.append(f"{note}: harmless for training, but check where the file came from")
+    if len(mismatches) > _MAX_NAMED_MISMATCHES:
+        report.notes.append(
+            f"... and {len(mismatches) - _MAX_NAMED_MISMATCHES} more images whose content "
+            "format differs from their extension"
+        )
+    report.decoded = len(paths) - sum(error is not None for error, _ in results)

@@ -37,6 +37,7 @@ from PIL import Image
 
 from df2am.config import Config, DataConfig, config_from_dict
 from df2am.data.cache import decode_resize
+from df2am.data.images import display_path, to_rgb
 from df2am.data.transforms import TestTransform
 from df2am.engine.checkpoint import MODEL_KEYS, load_checkpoint
 from df2am.engine.evaluator import EvalReport, evaluate_model, write_eval_outputs
@@ -130,13 +131,13 @@ def evaluate_checkpoint(
 def _to_uint8(image: str | Path | Image.Image, height: int, width: int) -> np.ndarray:
     """Decode/resize exactly as the test loader's image cache does (uint8 HWC, RGB)."""
     if isinstance(image, Image.Image):
-        im = image.convert("RGB")
+        im = to_rgb(image)  # the loaders' mode rules (16-bit, palette, alpha, CMYK)
         if im.size != (width, height):
             im = im.resize((width, height), Image.Resampling.BILINEAR)
         return np.asarray(im, dtype=np.uint8)
     p = Path(image)
     if not p.is_file():
-        raise DatasetError(f"image not found: {p}")
+        raise DatasetError(f"image not found: {display_path(p)}")
     return decode_resize(p, (height, width))
 
 

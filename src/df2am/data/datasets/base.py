@@ -41,6 +41,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from df2am.data.images import display_path, printable
 from df2am.data.records import ImageRecord
 from df2am.errors import ConfigError, DatasetError
 
@@ -160,7 +161,7 @@ class VerifyReport:
         return not self.problems
 
     def add(self, path: str | Path, message: str) -> None:
-        self.problems.append(Problem(str(path), message))
+        self.problems.append(Problem(display_path(path), message))
 
     def format(self) -> str:
         """The summary table, then notes, then every problem (one per line)."""
@@ -183,7 +184,8 @@ class VerifyReport:
             out += [f"  {p}" for p in self.problems]
         else:
             out.append("no problems found")
-        return "\n".join(out)
+        # Names with bytes that are not UTF-8 (lone surrogates) would make printing raise.
+        return printable("\n".join(out))
 
 
 # ---------------------------------------------------------------------------- protocol options
