@@ -7,17 +7,42 @@ Every setting of a run lives in one :class:`Config`. A YAML file gives any subse
     cfg = load_config("configs/sysu.yaml", ["optim.lr=0.05", "model.num_parts=3"])
     cfg.model.num_parts  # -> 3
 
-Unknown keys, values of the wrong type and values outside a field's allowed choices raise
-:class:`~df2am.errors.ConfigError` naming the key (and the file it came from), so a typo can
-never be silently ignored. :func:`save_config` writes the resolved config of a run, which
-:func:`load_config` reads back unchanged.
+Everything below is checked when the config is loaded (YAML or ``key=value``), before any
+work starts; each failure is a :class:`~df2am.errors.ConfigError` naming the key (and the file
+it came from) and what was expected, so a typo can never be silently ignored:
+
+* unknown keys; values of the wrong type; values outside a field's allowed choices;
+* the range of every numeric field (:data:`NUMERIC_RULES`, one rule per field; the comments of
+  the dataclasses say the same);
+* numbers in any YAML spelling: PyYAML reads ``1e-4`` or ``5E-4`` (no dot) as a *string*;
+  a float field takes any decimal spelling (``1e-4``, ``1E3``, ``.5``, ``"0.1"``), an int field
+  only a plain integer (``1e3`` is an error: write ``1000``); ``nan``/``inf`` are errors;
+* a key given twice in one YAML mapping (at any depth) is an error naming the key and both
+  lines, never "last one wins". A ``key=value`` override given twice on the command line is
+  *not* an error: overrides apply left to right and the later one wins (sweeps append a run's
+  overrides after the spec's, on purpose);
+* a config file that is missing, a directory, not UTF-8 (the byte offset is named) or not
+  valid YAML (the line is named);
+* protocol options the dataset does not have, set to a non-default value (``eval.mode=indoor``
+  with RegDB; ``data.trial=3`` with SYSU-MM01, whose trials are gallery draws of one model).
+
+``train.precision`` is checked against its choices here; whether the hardware runs it at a
+sensible speed (``auto``, emulated bf16) depends on the device, which is only known when
+training starts: :func:`df2am.engine.precision.resolve_precision` runs then, before epoch 1.
+
+:func:`save_config` writes the resolved config of a run, which :func:`load_config` reads back
+unchanged; :func:`complete_config_dict` fills keys that an older run config lacks with their
+defaults (which reproduce the behaviour it ran with).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -40,6 +65,8 @@ __all__ = [
     "config_to_dict",
     "apply_overrides",
     "save_config",
+    "complete_config_dict",
+    "NUMERIC_RULES",
 ]
 
 
@@ -54,7 +81,7 @@ class ModelConfig:
     last_stride: Literal[1, 2] = 1
     #: Build the DF² module (part pooling + attention + fused head). Off for the Table 3 baseline.
     df2_module: bool = True
-    num_parts: int = 4
+    num_parts: int = 4  # P >= 1
     #: "strict": P must divide the feature height H (equal strips); "adaptive": PyTorch's
     #: adaptive pooling bins (rows floor(pH/P) .. ceil((p+1)H/P) - 1, may overlap), any P.
     part_pooling: Literal["strict", "adaptive"] = "strict"
@@ -63,7 +90,7 @@ class ModelConfig:
     part_attention: Literal["part", "part_global", "global_vector"] = "part"
     #: ResNet stages after the stem that are modality-specific (0: only the stems; 1: + layer1;
     #: 2: + layer1 and layer2). The rest of layer1–layer4 is shared.
-    specific_stages: int = 0
+    specific_stages: int = 0  # 0..2
     #: Test feature: "fused" (BN(f̃), default), "global" (f^g) or "bn_global" (BN(f^g)).
     test_feature: Literal["fused", "global", "bn_global"] = "fused"
     #: Average the features of the image and its horizontal flip at test time.
@@ -78,10 +105,10 @@ class LossConfig:
     use_df2: bool = True  # L_D (needs model.df2_module)
     use_affinity: bool = True  # L_A (or its L1 variant)
     affinity_type: Literal["margin", "l1"] = "margin"  # Eq. 12 | Eq. 11
-    affinity_margin: float = 0.5  # m of Eq. 12
-    affinity_delta: float = 1.0  # δ of Eq. 11
-    lambda_df2: float = 1.1  # λ
-    zeta_affinity: float = 1.5  # ζ
+    affinity_margin: float = 0.5  # m of Eq. 12, >= 0
+    affinity_delta: float = 1.0  # δ of Eq. 11, >= 0
+    lambda_df2: float = 1.1  # λ >= 0
+    zeta_affinity: float = 1.5  # ζ >= 0
     #: How L_A's B² pair terms are reduced: "pairs" (mean), "row" (Σ_j, mean over anchors) or
     #: "sum" (Eq. 12 as printed). See docs/method.md for what ζ means with each.
     affinity_reduction: Literal["pairs", "row", "sum"] = "pairs"
@@ -89,11 +116,11 @@ class LossConfig:
     affinity_feature: Literal["global", "bn_global"] = "global"
     #: Feature the batch-hard triplet is computed on: "global" (f^g) or "bn_global" (BN(f^g)).
     triplet_feature: Literal["global", "bn_global"] = "global"
-    triplet_margin: float = 0.3
+    triplet_margin: float = 0.3  # >= 0
     #: "per_modality": L_BH^RGB + L_BH^IR (the paper); "joint": one triplet over all 2K* samples.
     #: "cross": one triplet whose positives and negatives are mined in the other modality only.
     triplet_mode: Literal["per_modality", "joint", "cross"] = "per_modality"
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # ε of the smoothed cross-entropy, in [0, 1)
 
 
 @dataclass
@@ -103,17 +130,18 @@ class DataConfig:
     #: A name of df2am.data.datasets.DATASETS ("sysu", "regdb", "llcm").
     dataset: str = "sysu"
     root: str = ""
-    #: Training trial of datasets with one model per trial (RegDB: 1..10); ignored otherwise.
+    #: Training trial of datasets with one model per trial (RegDB: 1..10). Other datasets
+    #: (SYSU-MM01, LLCM) train one model for all trials: there it must stay 1 (the default).
     trial: int = 1
-    height: int = 256
-    width: int = 128
-    pad: int = 10
-    flip_prob: float = 0.5
-    random_erasing: float = 0.0  # probability; 0 = off
+    height: int = 256  # >= 1 (pixels)
+    width: int = 128  # >= 1 (pixels)
+    pad: int = 10  # >= 0: padding before the random crop (0 = no crop)
+    flip_prob: float = 0.5  # probability, in [0, 1]
+    random_erasing: float = 0.0  # probability, in [0, 1]; 0 = off
     channel_aug: bool = False  # random channel swap / gray for RGB images
     #: Share of RGB images that channel augmentation replaces by one channel or the luminance.
-    channel_aug_prob: float = 0.5
-    num_workers: int = 2
+    channel_aug_prob: float = 0.5  # probability, in [0, 1]
+    num_workers: int = 2  # >= 0 (0 = load in the main process)
     #: Decoded, resized uint8 images are cached here ("" = <run dir>/cache). "none" disables.
     cache_dir: str = ""
 
@@ -122,8 +150,8 @@ class DataConfig:
 class SamplerConfig:
     """Identity-balanced sampling: N* ids × (M* RGB + M* IR) per batch."""
 
-    num_ids: int = 8  # N*
-    num_per_modality: int = 4  # M*
+    num_ids: int = 8  # N* >= 1
+    num_per_modality: int = 4  # M* >= 1
 
 
 @dataclass
@@ -132,33 +160,44 @@ class OptimConfig:
 
     #: "sgd" (the paper's), or "adam" / "adamw" (β = (momentum, 0.999); no Nesterov).
     name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    lr: float = 0.1  # > 0
+    momentum: float = 0.9  # in [0, 1) (Adam's β1 as well)
+    weight_decay: float = 5e-4  # >= 0
     nesterov: bool = False
-    #: Learning-rate multiplier of the (pretrained) backbone relative to the new layers.
+    #: Learning-rate multiplier of the (pretrained) backbone relative to the new layers; >= 0
+    #: (0 freezes the backbone's weights).
     backbone_lr_mult: float = 0.1
-    warmup_epochs: int = 10
+    warmup_epochs: int = 10  # >= 0 (0 = no warm-up)
+    #: Epochs after which the rate is multiplied by ``gamma``: each >= 1, strictly ascending.
+    #: Milestones beyond ``train.epochs`` are allowed (they are never reached: a shortened run,
+    #: e.g. ``train.epochs=2``, keeps the recipe's schedule).
     milestones: list[int] = field(default_factory=lambda: [30, 50])
-    gamma: float = 0.1
+    gamma: float = 0.1  # > 0 (< 1 decays)
 
 
 @dataclass
 class TrainConfig:
     """How the training job runs."""
 
-    epochs: int = 80
-    seed: int = 0
+    epochs: int = 80  # >= 1
+    seed: int = 0  # >= 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    #: "fp32", "bf16", "fp16" (CUDA only) or "auto": what the device runs fastest (CUDA: bf16
+    #: from compute capability 8.0, fp16 on 7.x, else fp32; CPU: bf16 only with native bf16
+    #: instructions, else fp32). Resolved when training starts (df2am.engine.precision).
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    #: bf16 on a device without native bf16 (e.g. a CPU without AVX512-BF16/AMX) is emulated,
+    #: ~20x slower than fp32, and refused unless this is true (then a warning is logged).
+    allow_slow_bf16: bool = False
     channels_last: bool = True
     #: Cap on iterations per epoch (0 = the full epoch of method.md); for smoke runs and demos.
-    max_iters_per_epoch: int = 0
-    checkpoint_every: int = 10
-    log_every: int = 20
-    #: Evaluate on the validation split every N epochs (0 = never).
+    max_iters_per_epoch: int = 0  # >= 0
+    checkpoint_every: int = 10  # >= 1
+    log_every: int = 20  # >= 1
+    #: Evaluate on the validation split every N epochs (0 = never); >= 0.
     eval_every: int = 0
-    #: Identities carved from the training ids for model selection (0 = report the last epoch).
+    #: Identities carved from the training ids for model selection (0 = report the last epoch);
+    #: >= 0.
     val_ids: int = 0
     deterministic: bool = False
     #: Evaluate the reported model on the test protocol (``cfg.eval``) at the end of training.
@@ -167,25 +206,30 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Test protocol (protocols.md)."""
+    """Test protocol (protocols.md).
 
-    mode: Literal["all", "indoor"] = "all"
-    sampler: Literal["seeded", "official"] = "seeded"
-    shots: Literal[1, 10] = 1
-    trials: int = 10
-    #: SYSU official split file; "" = <root>/exp/rand_perm_cam.mat.
+    The protocol options (mode, sampler, shots, split_file, direction) apply to the datasets
+    that have them (``Dataset.option_choices``); with any other dataset they must keep the
+    defaults below (the shipped RegDB/LLCM configs spell those defaults out).
+    """
+
+    mode: Literal["all", "indoor"] = "all"  # SYSU-MM01 only
+    sampler: Literal["seeded", "official"] = "seeded"  # SYSU-MM01 only
+    shots: Literal[1, 10] = 1  # SYSU-MM01 only
+    trials: int = 10  # 1..10
+    #: SYSU official split file; "" = <root>/exp/rand_perm_cam.mat. SYSU-MM01 only.
     split_file: str = ""
     #: Query→gallery direction of the dataset (RegDB "v2t" | "t2v"; LLCM "i2v" | "v2i" |
-    #: "v2i_transposed"); SYSU-MM01 has none and ignores it.
+    #: "v2i_transposed"); SYSU-MM01 has none and ignores the default.
     direction: str = "v2t"
     metric: Literal["cosine", "euclidean"] = "cosine"
-    batch_size: int = 128
-    max_rank: int = 20
+    batch_size: int = 128  # >= 1
+    max_rank: int = 20  # >= 1
     #: k-reciprocal re-ranking (Zhong et al., CVPR 2017) of each trial's query + gallery.
     rerank: bool = False
-    rerank_k1: int = 20
-    rerank_k2: int = 6
-    rerank_lambda: float = 0.3
+    rerank_k1: int = 20  # >= 1
+    rerank_k2: int = 6  # >= 1
+    rerank_lambda: float = 0.3  # weight, in [0, 1]
 
     def check_rerank(self) -> None:
         """The re-ranking parameters are in range (also for evaluator overrides)."""
@@ -212,7 +256,14 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
-        """Cross-field checks that single-field typing cannot express."""
+        """Every check a config passes before work starts (see the module docstring)."""
+        for key, rule in NUMERIC_RULES.items():
+            if rule is None:
+                continue  # checked against the dataset below
+            section, name = key.split(".")
+            problem = rule(getattr(getattr(self, section), name))
+            if problem:
+                raise ConfigError(f"{key} {problem}")
         if self.loss.use_df2 and not self.model.df2_module:
             raise ConfigError(
                 "loss.use_df2=true needs model.df2_module=true (L_D is the DF² head's loss)"
@@ -226,50 +277,139 @@ class Config:
             raise ConfigError(
                 "loss: at least one of use_baseline, use_df2, use_affinity must be true"
             )
-        if self.model.num_parts < 1:
-            raise ConfigError(f"model.num_parts must be >= 1, got {self.model.num_parts}")
-        if not 0 <= self.model.specific_stages <= 2:
-            raise ConfigError(
-                f"model.specific_stages must be in 0..2, got {self.model.specific_stages}"
-            )
-        if self.sampler.num_ids < 1 or self.sampler.num_per_modality < 1:
-            raise ConfigError("sampler.num_ids and sampler.num_per_modality must be >= 1")
-        if not 1 <= self.data.trial <= 10:
-            raise ConfigError(f"data.trial must be in 1..10, got {self.data.trial}")
-        if self.train.epochs < 1:
-            raise ConfigError(f"train.epochs must be >= 1, got {self.train.epochs}")
-        for key in ("checkpoint_every", "log_every"):
-            if getattr(self.train, key) < 1:
-                raise ConfigError(f"train.{key} must be >= 1, got {getattr(self.train, key)}")
-        for key in ("eval_every", "val_ids", "max_iters_per_epoch"):
-            if getattr(self.train, key) < 0:
-                raise ConfigError(f"train.{key} must be >= 0, got {getattr(self.train, key)}")
-        if self.data.num_workers < 0:
-            raise ConfigError(f"data.num_workers must be >= 0, got {self.data.num_workers}")
-        for key in ("flip_prob", "random_erasing", "channel_aug_prob"):
-            if not 0.0 <= getattr(self.data, key) <= 1.0:
-                raise ConfigError(
-                    f"data.{key} is a probability: expected a value in [0, 1], got "
-                    f"{getattr(self.data, key)}"
-                )
-        if sorted(self.optim.milestones) != list(self.optim.milestones):
-            raise ConfigError(f"optim.milestones must be ascending, got {self.optim.milestones}")
-        if self.eval.trials < 1 or self.eval.trials > 10:
-            raise ConfigError(f"eval.trials must be in 1..10, got {self.eval.trials}")
         self.eval.check_rerank()
         self._validate_dataset()
 
     def _validate_dataset(self) -> None:
-        """The dataset exists and the protocol options are valid for it."""
+        """The dataset exists and the protocol options are valid for it: options it does not
+        have must keep their defaults, those it has must be among its choices."""
         # Imported here: df2am.data imports this module (the loaders take DataConfig).
         from df2am.data.datasets import get_dataset
+        from df2am.data.datasets.base import OPTION_NAMES
 
         ds = get_dataset(self.data.dataset, "data.dataset")
-        if "direction" in ds.option_choices:
-            ds.resolve_options(direction=self.eval.direction)
+        defaults = EvalConfig()
+        for name in OPTION_NAMES:
+            value, default = getattr(self.eval, name), getattr(defaults, name)
+            if name not in ds.option_choices and value != default:
+                has = ", ".join(f"eval.{k}" for k in ds.option_choices) or "none"
+                raise ConfigError(
+                    f"eval.{name}={value!r} does not apply to {ds.title} "
+                    f"(data.dataset={ds.name}; its protocol options: {has}); leave eval.{name} "
+                    f"at its default {default!r}"
+                )
+        ds.resolve_options(**{name: getattr(self.eval, name) for name in ds.option_choices})
+        trial, default_trial = self.data.trial, DataConfig().trial
+        if ds.trial_per_model:
+            if trial not in ds.trials:
+                raise ConfigError(
+                    f"data.trial must be in {ds.trials[0]}..{ds.trials[-1]} for {ds.title} "
+                    f"({ds.trial_rule}), got {trial}"
+                )
+        elif trial != default_trial:
+            raise ConfigError(
+                f"data.trial={trial} does not apply to {ds.title}: it trains one model for all "
+                f"trials (eval.trials chooses how many gallery draws are tested); data.trial "
+                f"selects the training split of datasets with one model per trial (RegDB). "
+                f"Leave it at {default_trial}"
+            )
+
+
+# ------------------------------------------------------------------------- numeric rules
+
+#: A rule: the value → ``None`` when it is valid, else what is wrong ("must be >= 1, got 0"),
+#: printed after the key.
+Rule = Callable[[Any], "str | None"]
+
+
+def _at_least(low: int | float) -> Rule:
+    def rule(v: Any) -> str | None:
+        return None if v >= low else f"must be >= {low:g}, got {v}"
+    return rule
+
+
+def _above(low: float) -> Rule:
+    def rule(v: Any) -> str | None:
+        return None if v > low else f"must be > {low:g}, got {v}"
+    return rule
+
+
+def _int_range(low: int, high: int) -> Rule:
+    def rule(v: Any) -> str | None:
+        return None if low <= v <= high else f"must be in {low}..{high}, got {v}"
+    return rule
+
+
+def _interval(low: float, high: float, *, open_high: bool = False, what: str = "") -> Rule:
+    shown = f"[{low:g}, {high:g}{')' if open_high else ']'}"
+
+    def rule(v: Any) -> str | None:
+        ok = low <= v < high if open_high else low <= v <= high
+        return None if ok else f"{what}expected a value in {shown}, got {v}"
+    return rule
+
+
+_PROBABILITY = _interval(0.0, 1.0, what="is a probability: ")
+
+
+def _milestones(v: list[int]) -> str | None:
+    bad = [m for m in v if m < 1]
+    if bad:
+        return f"must be epochs >= 1, got {v}"
+    if any(b <= a for a, b in zip(v, v[1:], strict=False)):
+        return f"must be ascending (each epoch once), got {v}"
+    return None
+
+
+#: Range of every numeric field, ``section.key`` → rule (``None``: checked against the dataset
+#: by ``Config._validate_dataset``). Fields typed ``Literal`` are checked by their choices.
+#: A test keeps this table complete: a new int/float field needs a rule here.
+NUMERIC_RULES: dict[str, Rule | None] = {
+    "model.num_parts": _at_least(1),
+    "model.specific_stages": _int_range(0, 2),
+    "loss.affinity_margin": _at_least(0.0),
+    "loss.affinity_delta": _at_least(0.0),
+    "loss.lambda_df2": _at_least(0.0),
+    "loss.zeta_affinity": _at_least(0.0),
+    "loss.triplet_margin": _at_least(0.0),
+    "loss.label_smoothing": _interval(0.0, 1.0, open_high=True),
+    "data.trial": None,
+    "data.height": _at_least(1),
+    "data.width": _at_least(1),
+    "data.pad": _at_least(0),
+    "data.flip_prob": _PROBABILITY,
+    "data.random_erasing": _PROBABILITY,
+    "data.channel_aug_prob": _PROBABILITY,
+    "data.num_workers": _at_least(0),
+    "sampler.num_ids": _at_least(1),
+    "sampler.num_per_modality": _at_least(1),
+    "optim.lr": _above(0.0),
+    "optim.momentum": _interval(0.0, 1.0, open_high=True),
+    "optim.weight_decay": _at_least(0.0),
+    "optim.backbone_lr_mult": _at_least(0.0),
+    "optim.warmup_epochs": _at_least(0),
+    "optim.milestones": _milestones,
+    "optim.gamma": _above(0.0),
+    "train.epochs": _at_least(1),
+    "train.seed": _at_least(0),
+    "train.max_iters_per_epoch": _at_least(0),
+    "train.checkpoint_every": _at_least(1),
+    "train.log_every": _at_least(1),
+    "train.eval_every": _at_least(0),
+    "train.val_ids": _at_least(0),
+    "eval.trials": _int_range(1, 10),
+    "eval.batch_size": _at_least(1),
+    "eval.max_rank": _at_least(1),
+    "eval.rerank_k1": _at_least(1),
+    "eval.rerank_k2": _at_least(1),
+    "eval.rerank_lambda": _interval(0.0, 1.0, what="is a weight: "),
+}
 
 
 # --------------------------------------------------------------------------- conversion
+
+#: A decimal number in any usual spelling: 1, -2, 0.5, .5, 5., 1e-4, 5E-4, +1.5e+3.
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
@@ -297,11 +437,19 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}{where}: expected an integer, got {value!r}")
+            hint = ""
+            if isinstance(value, float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+                hint = " (an integer field takes a plain integer such as 1000, not 1e3 or 10.0)"
+            raise ConfigError(f"{key}{where}: expected an integer, got {value!r}{hint}")
         return value
     if tp is float:
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            # PyYAML (YAML 1.1) reads 1e-4 and 5E-4 (no dot in the mantissa) as strings.
+            value = float(value.strip())
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}{where}: expected a number (e.g. 0.1 or 1e-4), got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -358,14 +506,20 @@ def _parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"override {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load_yaml(raw) if raw.strip() else ""
+    except _DuplicateKeyError as exc:
+        raise ConfigError(f"override {key}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {key}: cannot parse value {raw!r}: {exc}") from None
     return key, value
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply ``section.key=value`` overrides (values parsed as YAML) and re-validate."""
+    """Apply ``section.key=value`` overrides (values parsed as YAML) and re-validate.
+
+    Overrides apply left to right; a key given twice is not an error, the later value wins
+    (as on any command line; sweeps append a run's overrides after the spec's on purpose).
+    """
     for text in overrides:
         key, value = _parse_override(text)
         nested: Any = value
@@ -376,18 +530,91 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return cfg
 
 
+class _DuplicateKeyError(yaml.YAMLError):
+    """A key given twice in one YAML mapping."""
+
+
+def _check_duplicates(node: yaml.Node, prefix: str = "") -> None:
+    """Raise :class:`_DuplicateKeyError` for a key given twice in any mapping under ``node``."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<': explicit keys may override
+                _check_duplicates(value_node, prefix)
+                continue
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            line = key_node.start_mark.line + 1
+            full = f"{prefix}{key}"
+            if key is not None:
+                if key in seen:
+                    raise _DuplicateKeyError(
+                        f"duplicated key '{full}' at lines {seen[key]} and {line}: give each "
+                        "key once (a repeated key would silently replace the first)"
+                    )
+                seen[key] = line
+            _check_duplicates(value_node, f"{full}.")
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicates(item, f"{prefix[:-1]}[{i}]." if prefix else f"[{i}].")
+
+
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicated keys (at any depth) instead of keeping the
+    last one."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_duplicates(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def read_yaml_file(path: str | Path) -> Any:
+    """The YAML document of ``path`` (``{}`` when empty); a :class:`ConfigError` naming the
+    file when it is missing, a directory, unreadable, not UTF-8 (with the byte offset), not
+    valid YAML (with the line) or holds a key twice (with both lines)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p} is a directory: expected a YAML config file")
+    if not p.exists():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        start = exc.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)
+        line = raw.count(b"\n", 0, start) + 1
+        raise ConfigError(
+            f"{p}: not UTF-8 text: byte 0x{raw[start]:02x} at offset {start} (line {line}) "
+            f"cannot be decoded ({exc.reason}); save the file as UTF-8"
+        ) from None
+    try:
+        data = _load_yaml(text)
+    except _DuplicateKeyError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        detail = f"{problem} ({context})" if context else problem
+        raise ConfigError(f"{p}{where}: not valid YAML: {detail}") from None
+    return {} if data is None else data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (or start from defaults when ``path`` is None) and apply overrides."""
     data: dict[str, Any] = {}
     source = ""
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        data = read_yaml_file(p)
         source = str(p)
     cfg = Config()
     _fill(cfg, data, "", source)

@@ -359,3 +359,11 @@ def test_saved_config_from_before_a_new_key_still_matches(tmp_path):
     del doc["model"]["part_pooling"], doc["loss"]["affinity_reduction"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(doc))
     assert _read_saved(tmp_path) == config_to_dict(Config())
+
+
+def test_spec_with_a_duplicated_key_names_both_lines(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("{}\n")
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: a\nbase: base.yaml\nruns: {r: []}\nname: b\n")
+    with pytest.raises(SweepError, match=r"duplicated key 'name' at lines 1 and 4"):
+        load_spec(path)

@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from df2am.config import load_config
+from df2am.config import load_config, read_yaml_file
 from df2am.data.datasets import get_dataset
-from df2am.errors import Df2amError
+from df2am.errors import ConfigError, Df2amError
 
 #: The specs shipped with the package, one per table/figure of the paper.
 PAPER_SPECS: tuple[str, ...] = ("table1", "table2", "table3", "table4", "figure3", "figure4",
@@ -370,9 +370,11 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not p.is_file():
         raise SweepError(f"sweep spec not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise SweepError(f"{p}: not valid YAML: {exc}") from None
+        # The config loader's reader: duplicated keys (both lines), non-UTF-8 bytes and YAML
+        # errors are named, never "last one wins".
+        data = read_yaml_file(p)
+    except ConfigError as exc:
+        raise SweepError(str(exc)) from None
     _expect(isinstance(data, dict), str(p), "expected a mapping at the top level")
     unknown = set(data) - _SPEC_KEYS
     _expect(not unknown, str(p), f"unknown keys {sorted(unknown)}; known: {sorted(_SPEC_KEYS)}")
