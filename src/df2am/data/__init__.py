@@ -27,6 +27,7 @@ from df2am.data.protocol import test_split, train_records
 from df2am.data.records import ImageRecord
 from df2am.data.sampler import CrossModalityIdentitySampler
 from df2am.data.transforms import TestTransform, TrainTransform
+from df2am.data.validation import split_validation
 
 __all__ = [
     "ImageRecord",
@@ -41,4 +42,5 @@ __all__ = [
     "TestLoader",
     "build_train_loader",
     "build_test_loader",
+    "split_validation",
 ]

@@ -10,8 +10,12 @@
 
 Both write a hidden temporary file beside ``path`` and ``os.replace`` it onto ``path`` (atomic on
 POSIX within one file system); on an error the temporary file is removed and ``path`` keeps
-its previous content. (The engine's older writers — checkpoints, results.json — still carry
-their own copies of this; issue 14 folds them in.)
+its previous content. Every writer of the engine goes through here: checkpoints
+(:func:`df2am.engine.checkpoint.save_checkpoint`, with ``fsync=True``), ``results.json`` and
+``metrics.json`` (:mod:`df2am.engine.results`), features and indexes.
+
+``fsync=True`` also flushes the data to disk before the rename and fsyncs the directory after
+it, so that the new content (not only the name) survives a power loss.
 """
 
 from __future__ import annotations
@@ -24,19 +28,52 @@ from typing import IO, Any
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """A temporary path to write; moved onto ``path`` when the block ends without error."""
+def atomic_path(path: str | os.PathLike[str], *, fsync: bool = False) -> Iterator[Path]:
+    """A temporary path to write; moved onto ``path`` when the block ends without error
+    (``fsync``: the file is fsync'ed before the rename, the directory after it)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         yield tmp
+        if fsync:
+            _fsync_file(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+    if fsync:
+        _fsync_dir(path.parent)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> None:
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any], *, fsync: bool = False
+) -> None:
     """Call ``write`` with a binary file handle, then move the result onto ``path``."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path, fsync=fsync) as tmp, open(tmp, "wb") as fh:
         write(fh)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """``path.write_text(text)`` (UTF-8), atomically."""
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(dfd)

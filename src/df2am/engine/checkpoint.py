@@ -36,10 +36,8 @@ checkpoint or the new one, never a truncated file.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -47,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from df2am.engine.atomic import atomic_write
 from df2am.errors import CheckpointError
 
 __all__ = [
@@ -54,6 +53,7 @@ __all__ = [
     "REQUIRED_KEYS",
     "MODEL_KEYS",
     "save_checkpoint",
+    "make_checkpoint",
     "load_checkpoint",
     "rng_state",
     "set_rng_state",
@@ -85,37 +85,49 @@ def save_checkpoint(path: str | os.PathLike[str], obj: dict[str, Any]) -> Path:
     The data goes to a temporary file next to ``path`` (same filesystem, so the rename is
     atomic), is flushed and fsync'ed, then ``os.replace`` moves it over ``path`` and the
     directory is fsync'ed so the rename itself survives a power loss. If anything fails the
-    temporary file is removed and the previous ``path`` is untouched.
+    temporary file is removed and the previous ``path`` is untouched
+    (:func:`df2am.engine.atomic.atomic_write` with ``fsync=True``).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        # Any failure (including KeyboardInterrupt) must not leave a stray temp file behind.
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(target.parent)
+    atomic_write(target, lambda fh: torch.save(obj, fh), fsync=True)
     return target
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(dfd)
+def make_checkpoint(
+    model: torch.nn.Module,
+    num_classes: int,
+    cfg: Any,
+    epoch: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    sampler_state: dict[str, Any],
+    rngs: list[Any],
+    scaler: Any,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The training checkpoint of the format above after ``epoch`` epochs.
+
+    ``cfg`` is the run's :class:`~df2am.config.Config`; ``rngs`` every rank's
+    :func:`rng_state` (rank 0's is ``rng``); ``extra`` optional keys (``val_best``,
+    ``val_history``).
+    """
+    from df2am.config import config_to_dict
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "num_classes": int(num_classes),
+        "config": config_to_dict(cfg),
+        "epoch": int(epoch),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "sampler": sampler_state,
+        "rng": rngs[0],
+        "rng_ranks": rngs,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        **extra,
+    }
 
 
 def load_checkpoint(

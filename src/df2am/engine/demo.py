@@ -36,7 +36,6 @@ for a finished one, only re-evaluates it.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ import torch
 from df2am.config import Config, config_from_dict
 from df2am.engine.evaluator import EvalReport, evaluate_model, format_table, write_eval_outputs
 from df2am.engine.plots import plot_cmc
+from df2am.engine.results import run_status, write_json
 
 __all__ = ["DEMO_CONFIG", "DEMO_DATA", "TINY_CONFIG", "TINY_DATA", "DemoResult", "run_demo",
            "demo_config"]
@@ -189,12 +189,6 @@ def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {seconds % 60:04.1f} s"
 
 
-def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def run_demo(out_dir: str | Path, *, tiny: bool = False, device: str = "cpu") -> DemoResult:
     """Run the demo into ``out_dir`` (see the module docstring); returns a :class:`DemoResult`.
 
@@ -207,7 +201,7 @@ def run_demo(out_dir: str | Path, *, tiny: bool = False, device: str = "cpu") ->
     from df2am.data.synthetic import write_synthetic
     from df2am.engine.api import load_model
     from df2am.engine.precision import seed_everything
-    from df2am.engine.trainer import resolve_cache_dir, run_status, train
+    from df2am.engine.trainer import resolve_cache_dir, train
     from df2am.models import build_model
 
     start = time.perf_counter()
@@ -225,7 +219,7 @@ def run_demo(out_dir: str | Path, *, tiny: bool = False, device: str = "cpu") ->
     untrained_model = build_model(cfg.model, num_classes)
     untrained = evaluate_model(untrained_model, cfg, root, device=device, cache_dir=cache_dir)
     del untrained_model
-    _write_json(out / "metrics_untrained.json", untrained.metrics())
+    write_json(out / "metrics_untrained.json", untrained.metrics())
 
     logger.info("demo step 3/4: training DF²AM from scratch")
     t0 = time.perf_counter()
@@ -247,7 +241,7 @@ def run_demo(out_dir: str | Path, *, tiny: bool = False, device: str = "cpu") ->
         plot=False,
         extra={"checkpoint": str(result.final_checkpoint), "untrained": untrained.metrics()},
     )
-    _write_json(out / "metrics.json", trained.metrics())
+    write_json(out / "metrics.json", trained.metrics())
     plot_cmc(
         {"DF²AM trained": trained.cmc_curve(), "untrained (same init seed)": untrained.cmc_curve()},
         out / "cmc.png",

@@ -40,7 +40,6 @@ metrics from :func:`df2am.evaluation.evaluate_features`, and the trial mean/std 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -58,6 +57,7 @@ from df2am.data.loader import build_test_loader
 from df2am.data.records import ImageRecord
 from df2am.engine.plots import plot_cmc
 from df2am.engine.precision import resolve_device
+from df2am.engine.results import METRIC_KEYS, write_results
 from df2am.errors import ConfigError, DatasetError
 from df2am.evaluation import (
     AlignmentReport,
@@ -82,8 +82,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The metric keys of ``results.json`` / ``metrics.json`` (percent), each with a ``_std`` twin.
-METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 _TABLE_ROWS = (
     ("Rank-1", "rank1"),
     ("Rank-5", "rank5"),
@@ -324,12 +322,73 @@ def evaluate_model(
         An :class:`EvalReport`.
     """
     start = time.perf_counter()
+    opts = _resolve_options(
+        cfg, root, device=device, dataset=dataset, batch_size=batch_size, feature=feature,
+        flip=flip, split_file=split_file,
+        given={"rerank": rerank, "rerank_k1": rerank_k1, "rerank_k2": rerank_k2,
+               "rerank_lambda": rerank_lambda},
+    )
+    model.to(opts.device)
+    test = _build_split(cfg, opts, mode=mode, sampler=sampler, shots=shots, trials=trials,
+                        direction=direction)
+    feats = _extract_once(model, cfg, opts, test, cache_dir)
+    results = _score_trials(opts, test, feats)
+    return _report(opts, test, feats, results, diagnose=diagnose, start=start)
+
+
+@dataclass
+class _Options:
+    """The resolved settings of one evaluation (arguments over ``cfg``)."""
+
+    dataset: str
+    root: Path
+    ev: EvalConfig
+    feature: str
+    flip: bool
+    batch_size: int
+    split_file: str
+    device: torch.device
+
+
+@dataclass
+class _TestSplit:
+    """The trials to evaluate and their (query, gallery) lists."""
+
+    ds: Any
+    options: TestOptions
+    trial_ids: list[int]
+    splits: list[tuple[list[ImageRecord], list[ImageRecord]]]
+
+
+@dataclass
+class _Features:
+    """Every distinct query and gallery image, extracted once, and each path's row."""
+
+    query: list[ImageRecord]
+    query_index: dict[str, int]
+    query_feats: torch.Tensor
+    gallery: list[ImageRecord]
+    gallery_index: dict[str, int]
+    gallery_feats: torch.Tensor
+
+
+def _resolve_options(
+    cfg: Config,
+    root: str | Path | None,
+    *,
+    device: str | torch.device,
+    dataset: str | None,
+    batch_size: int | None,
+    feature: str | None,
+    flip: bool | None,
+    split_file: str | None,
+    given: dict[str, Any],
+) -> _Options:
+    """Resolve phase: the arguments over ``cfg.eval`` / ``cfg.model``, checked."""
     dataset = dataset or cfg.data.dataset
     root = Path(root if root is not None else cfg.data.root)
     if not str(root) or not root.is_dir():
         raise DatasetError(f"dataset root {str(root)!r} is not a folder (set --root or data.root)")
-    given = {"rerank": rerank, "rerank_k1": rerank_k1, "rerank_k2": rerank_k2,
-             "rerank_lambda": rerank_lambda}
     ev = dataclasses.replace(cfg.eval, **{k: v for k, v in given.items() if v is not None})
     ev.check_rerank()
     feature = feature or cfg.model.test_feature
@@ -338,38 +397,66 @@ def evaluate_model(
     split = split_file if split_file is not None else ev.split_file
     if ev.max_rank < 20:
         raise ConfigError(f"eval.max_rank must be >= 20 (Rank-20 is reported), got {ev.max_rank}")
-    dev = resolve_device(device, key="device")
-    model.to(dev)
+    return _Options(dataset=dataset, root=root, ev=ev, feature=feature, flip=flip,
+                    batch_size=batch_size, split_file=split,
+                    device=resolve_device(device, key="device"))
+
+
+def _build_split(
+    cfg: Config,
+    opts: _Options,
+    *,
+    mode: str | None,
+    sampler: str | None,
+    shots: int | None,
+    trials: int | None,
+    direction: str | None,
+) -> _TestSplit:
+    """Split phase: the dataset's test options, trial numbers and per-trial lists."""
+    ev = opts.ev
+    ds = get_dataset(opts.dataset)
+    options = ds.resolve_options(mode=mode or ev.mode, sampler=sampler or ev.sampler,
+                                 shots=shots or ev.shots, split_file=opts.split_file,
+                                 direction=direction or ev.direction)
+    trial_ids = ds.eval_trials(trials if trials is not None or ds.trial_per_model
+                               else ev.trials, cfg.data.trial)
+    splits = [ds.test_split(opts.root, t, options) for t in trial_ids]
+    if not splits[0][0]:
+        raise DatasetError(f"{opts.dataset} at {opts.root}: the query set is empty")
+    return _TestSplit(ds=ds, options=options, trial_ids=trial_ids, splits=splits)
+
+
+def _extract_once(
+    model: torch.nn.Module,
+    cfg: Config,
+    opts: _Options,
+    test: _TestSplit,
+    cache_dir: str | Path | None,
+) -> _Features:
+    """Extract phase: one forward pass per distinct image.
+
+    The trials' galleries overlap heavily (10-shot, indoor), and the query is the same in
+    every trial (or, for a transposed protocol, the gallery is); extraction dominates the run
+    time.
+    """
 
     def extract(records: Sequence[ImageRecord]) -> torch.Tensor:
         return extract_records(
             model,
             records,
-            root,
+            opts.root,
             cfg.data,
-            device=dev,
-            batch_size=batch_size,
+            device=opts.device,
+            batch_size=opts.batch_size,
             cache_dir=cache_dir,
-            feature=feature,
-            flip=flip,
-            channels_last=cfg.train.channels_last and dev.type == "cuda",
+            feature=opts.feature,
+            flip=opts.flip,
+            channels_last=cfg.train.channels_last and opts.device.type == "cuda",
         )
 
-    ds = get_dataset(dataset)
-    options = ds.resolve_options(mode=mode or ev.mode, sampler=sampler or ev.sampler,
-                                 shots=shots or ev.shots, split_file=split,
-                                 direction=direction or ev.direction)
-    trial_ids = ds.eval_trials(trials if trials is not None or ds.trial_per_model
-                               else ev.trials, cfg.data.trial)
-    splits = [ds.test_split(root, t, options) for t in trial_ids]
-    if not splits[0][0]:
-        raise DatasetError(f"{dataset} at {root}: the query set is empty")
     t0 = time.perf_counter()
-    # One forward pass per distinct image: the trials' galleries overlap heavily (10-shot,
-    # indoor), and the query is the same in every trial (or, for a transposed protocol, the
-    # gallery is); extraction dominates the run time.
-    query_union, query_index = _union(q for q, _ in splits)
-    union, union_index = _union(g for _, g in splits)
+    query_union, query_index = _union(q for q, _ in test.splits)
+    union, union_index = _union(g for _, g in test.splits)
     query_feats = extract(query_union)
     union_feats = extract(union)
     logger.info(
@@ -378,12 +465,17 @@ def evaluate_model(
         len(union),
         time.perf_counter() - t0,
     )
+    return _Features(query_union, query_index, query_feats, union, union_index, union_feats)
 
+
+def _score_trials(opts: _Options, test: _TestSplit, feats: _Features) -> list[EvalResult]:
+    """Score phase: each trial's metrics from its rows of the extracted features."""
     results: list[EvalResult] = []
-    for t, (query, gallery) in zip(trial_ids, splits, strict=True):
+    for t, (query, gallery) in zip(test.trial_ids, test.splits, strict=True):
         res = _score(
-            query_feats[_rows(query, query_index)], union_feats[_rows(gallery, union_index)],
-            query, gallery, ds.metric_rule, ev)
+            feats.query_feats[_rows(query, feats.query_index)],
+            feats.gallery_feats[_rows(gallery, feats.gallery_index)],
+            query, gallery, test.ds.metric_rule, opts.ev)
         logger.info(
             "trial %d: Rank-1 %.2f%%  mAP %.2f%%  mINP %.2f%%",
             t,
@@ -392,30 +484,43 @@ def evaluate_model(
             float(res.mINP) * 100,
         )
         results.append(res)
+    return results
+
+
+def _report(
+    opts: _Options,
+    test: _TestSplit,
+    feats: _Features,
+    results: list[EvalResult],
+    *,
+    diagnose: bool,
+    start: float,
+) -> EvalReport:
+    """Report phase: the trial mean/std, the alignment report when asked, the EvalReport."""
     summary = aggregate_trials(results)
     alignment = None
     if diagnose:
-        alignment = _alignment(query_union, query_feats, union, union_feats)
+        alignment = _alignment(feats.query, feats.query_feats, feats.gallery, feats.gallery_feats)
         logger.info("modality alignment: %s", AlignmentReport(alignment).summary())
     return EvalReport(
-        dataset=dataset,
-        mode=options.mode,
-        direction=options.direction,
-        sampler=options.sampler,
-        shots=options.shots,
-        trials=trial_ids,
-        metric=ev.metric,
-        feature=feature,
-        flip=bool(flip),
-        max_rank=ev.max_rank,
+        dataset=opts.dataset,
+        mode=test.options.mode,
+        direction=test.options.direction,
+        sampler=test.options.sampler,
+        shots=test.options.shots,
+        trials=test.trial_ids,
+        metric=opts.ev.metric,
+        feature=opts.feature,
+        flip=bool(opts.flip),
+        max_rank=opts.ev.max_rank,
         results=results,
         summary=summary,
-        num_query=len(splits[0][0]),
-        num_gallery=[len(g) for _, g in splits],
-        num_gallery_extracted=len(union),
+        num_query=len(test.splits[0][0]),
+        num_gallery=[len(g) for _, g in test.splits],
+        num_gallery_extracted=len(feats.gallery),
         seconds=time.perf_counter() - start,
         alignment=alignment,
-        rerank=_rerank_params(ev),
+        rerank=_rerank_params(opts.ev),
     )
 
 
@@ -533,14 +638,10 @@ def write_eval_outputs(
         The JSON path.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     doc = report.to_dict()
     if extra:
         doc.update(extra)
-    path = out / f"{name}.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
+    path = write_results(out, doc, name)
     if plot:
         mean, std = report.cmc_curve()
         plot_cmc({"mean ± std over trials": (mean, std)}, out / "cmc.png", title=report.title)

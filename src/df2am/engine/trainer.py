@@ -50,7 +50,6 @@ Choices, each documented where it is made:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import sys
@@ -71,9 +70,10 @@ from df2am.config import (
     save_config,
 )
 from df2am.data.records import ImageRecord
+from df2am.data.validation import split_validation
 from df2am.engine.checkpoint import (
-    FORMAT_VERSION,
     load_checkpoint,
+    make_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -95,6 +95,13 @@ from df2am.engine.precision import (
     make_grad_scaler,
     resolve_device,
     seed_everything,
+)
+from df2am.engine.results import (
+    read_results,
+    run_status,
+    summary_metrics,
+    trial_result,
+    write_results,
 )
 from df2am.errors import ConfigError, Df2amError
 from df2am.evaluation import AlignmentReport
@@ -169,17 +176,6 @@ class _TrainStep(nn.Module):
 # --------------------------------------------------------------------------- run directory
 
 
-def run_status(run_dir: str | Path) -> str:
-    """``"empty"`` (nothing there), ``"partial"`` (checkpoints but no final model) or
-    ``"finished"`` (``model_final.pt`` or ``results.json`` present)."""
-    d = Path(run_dir)
-    if (d / "model_final.pt").is_file() or (d / "results.json").is_file():
-        return "finished"
-    if (d / "checkpoints" / "last.pt").is_file() or (d / "config.yaml").is_file():
-        return "partial"
-    return "empty"
-
-
 def resolve_cache_dir(cfg: Config, run_dir: Path) -> str:
     """``data.cache_dir``: "" → ``<run_dir>/cache``, "none" → no disk cache, else the path."""
     if cfg.data.cache_dir == "":
@@ -208,36 +204,7 @@ def _check_resume_config(cfg: Config, run_dir: Path, saved: dict[str, Any]) -> N
         )
 
 
-# --------------------------------------------------------------------------- validation split
-
-
-def split_validation(
-    records: list[ImageRecord], val_ids: int
-) -> tuple[list[ImageRecord], list[ImageRecord], list[ImageRecord]]:
-    """Carve the last ``val_ids`` training identities (highest labels) out of ``records``.
-
-    Returns ``(train, val_query, val_gallery)``: the remaining training records (labels stay
-    0..N-val_ids-1, still contiguous), the IR images of the held-out ids as queries and their
-    RGB images as the gallery (the SYSU-MM01 / RegDB v2t-like cross-modality direction).
-    """
-    labels = sorted({r.label for r in records})
-    if val_ids <= 0:
-        return records, [], []
-    if val_ids >= len(labels):
-        raise ConfigError(
-            f"train.val_ids={val_ids} must be smaller than the number of training ids "
-            f"({len(labels)})"
-        )
-    cut = labels[-val_ids]
-    train = [r for r in records if r.label < cut]
-    held = [r for r in records if r.label >= cut]
-    query = [r for r in held if r.modality == "ir"]
-    gallery = [r for r in held if r.modality == "rgb"]
-    if not query or not gallery:
-        raise ConfigError(
-            f"train.val_ids={val_ids}: the held-out ids need images of both modalities"
-        )
-    return train, query, gallery
+# --------------------------------------------------------------------------- validation
 
 
 def _known_cams(records: list[ImageRecord]) -> np.ndarray | None:
@@ -295,35 +262,50 @@ def _validate(
     return metrics, align
 
 
-# --------------------------------------------------------------------------- checkpoints
+
+# --------------------------------------------------------------------------- the run's state
 
 
-def _make_checkpoint(
-    model: nn.Module,
-    num_classes: int,
-    cfg: Config,
-    epoch: int,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    sampler_state: dict[str, Any],
-    rngs: list[Any],
-    scaler: Any,
-    extra: dict[str, Any],
-) -> dict[str, Any]:
-    return {
-        "format_version": FORMAT_VERSION,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "num_classes": int(num_classes),
-        "config": config_to_dict(cfg),
-        "epoch": int(epoch),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "sampler": sampler_state,
-        "rng": rngs[0],
-        "rng_ranks": rngs,
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        **extra,
-    }
+@dataclass
+class _Run:
+    """What the build phase made and every later phase uses (fixed for the whole run)."""
+
+    cfg: Config
+    run_dir: Path
+    device: torch.device
+    ctx: DistContext
+    val_query: list[ImageRecord]
+    val_gallery: list[ImageRecord]
+    cache_dir: str
+    loader: Any
+    num_classes: int
+    model: nn.Module
+    step_module: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    iters_per_epoch: int = 0
+    imgs_per_iter: int = 0
+    group_names: list[str] = field(default_factory=list)
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def last_path(self) -> Path:
+        return self.ckpt_dir / "last.pt"
+
+
+@dataclass
+class TrainState:
+    """What changes from epoch to epoch (and what a checkpoint restores)."""
+
+    start_epoch: int = 0
+    epoch: int = 0  # epochs completed
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "mAP": -math.inf})
+    val_history: list[dict[str, Any]] = field(default_factory=list)
+    improved: bool = False  # the last validation beat ``best``
 
 
 # --------------------------------------------------------------------------- the loop
@@ -383,6 +365,7 @@ def _local_rank() -> int:
 
 def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> logging.Handler:
     status = run_status(run_dir)
+    finished = status in ("trained", "finished")
     if resume:
         if status == "empty":
             raise ConfigError(f"--resume {run_dir}: no run there (no config.yaml / checkpoints)")
@@ -393,7 +376,7 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> logging.Handle
             saved = yaml.safe_load(saved_path.read_text()) or {}
             _check_resume_config(cfg, run_dir, saved)
     elif status != "empty":
-        what = "a finished run" if status == "finished" else "an unfinished run"
+        what = "a finished run" if finished else "an unfinished run"
         raise ConfigError(
             f"run directory {run_dir} already holds {what}; pass --resume {run_dir} to "
             "continue it or choose another --out"
@@ -414,33 +397,66 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> logging.Handle
 def _train(
     cfg: Config, run_dir: Path, resume: bool, device: torch.device, ctx: DistContext
 ) -> TrainResult:
-    from df2am.data.loader import build_train_loader
-    from df2am.data.protocol import train_records
-    from df2am.losses import build_loss
-    from df2am.models import build_model
-
-    tc = cfg.train
-    configure_determinism(tc.deterministic)
-    seed_everything(tc.seed)
-    ckpt_dir = run_dir / "checkpoints"
-    last_path = ckpt_dir / "last.pt"
-    final_path = run_dir / "model_final.pt"
-
-    ckpt: dict[str, Any] | None = None
-    if resume and last_path.is_file():
-        ckpt = load_checkpoint(last_path)
+    """The phases of a run: restore what a resume continues, build, restore the state, then
+    per epoch train / validate / checkpoint, and finish (the reported model, the test)."""
+    configure_determinism(cfg.train.deterministic)
+    seed_everything(cfg.train.seed)
+    ckpt = _load_last(run_dir, resume)
     start_epoch = int(ckpt["epoch"]) if ckpt is not None else 0
-    finished = resume and final_path.is_file() and start_epoch >= tc.epochs
-    if finished:
+    status = run_status(run_dir, epochs=cfg.train.epochs, trained=start_epoch)
+    if resume and status in ("trained", "finished"):
         logger.info("%s: run already finished (%d epochs); nothing to train", run_dir, start_epoch)
         return _finish_existing(cfg, run_dir, device, ctx, start_epoch)
+    run = _build(cfg, run_dir, device, ctx)
+    state = _restore(run, ckpt, resume)
+    _log_plan(run)
+    with MetricsLogger(run_dir, enabled=ctx.is_main) as mlog:
+        for epoch in range(state.start_epoch, cfg.train.epochs):
+            _epoch(run, state, mlog, epoch)
+            _validate_epoch(run, state, mlog)
+            _checkpoint(run, state)
+        result = _finish(run, state, mlog)
+    barrier(ctx)
+    return result
 
-    # ---- data
+
+# ---- phase: build
+
+
+def _load_last(run_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """``checkpoints/last.pt`` of a resumed run (None for a fresh run or when there is none)."""
+    last_path = run_dir / "checkpoints" / "last.pt"
+    return load_checkpoint(last_path) if resume and last_path.is_file() else None
+
+
+def _build(cfg: Config, run_dir: Path, device: torch.device, ctx: DistContext) -> _Run:
+    """Build phase: the data (training records less the validation ids, the loader), then the
+    model, loss, optimizer, scheduler and grad scaler."""
+    from df2am.data.protocol import train_records
+
     if not cfg.data.root:
         raise ConfigError("data.root is empty: give the dataset folder, e.g. data.root=/data/SYSU")
     records = train_records(cfg.data.dataset, cfg.data.root, trial=cfg.data.trial)
-    records, val_query, val_gallery = split_validation(records, tc.val_ids)
+    records, val_query, val_gallery = split_validation(records, cfg.train.val_ids)
     cache_dir = resolve_cache_dir(cfg, run_dir)
+    loader = _build_loader(cfg, records, cache_dir, ctx)
+    num_classes = int(loader.num_classes)
+    model, step_module = _build_model(cfg, num_classes, device, ctx)
+    optimizer = build_optimizer(model, cfg.optim)
+    run = _Run(
+        cfg=cfg, run_dir=run_dir, device=device, ctx=ctx, val_query=val_query,
+        val_gallery=val_gallery, cache_dir=cache_dir, loader=loader, num_classes=num_classes,
+        model=model, step_module=step_module, optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, cfg.optim),
+        scaler=make_grad_scaler(device, cfg.train.precision),
+    )
+    return run
+
+
+def _build_loader(
+    cfg: Config, records: list[ImageRecord], cache_dir: str, ctx: DistContext
+) -> Any:
+    from df2am.data.loader import build_train_loader
 
     def make_loader() -> Any:
         return build_train_loader(
@@ -448,23 +464,28 @@ def _train(
             cfg.data.root,
             cfg.data,
             cfg.sampler,
-            seed=tc.seed,
+            seed=cfg.train.seed,
             rank=ctx.rank,
             world_size=ctx.world_size,
             cache_dir=cache_dir,
-            channels_last=tc.channels_last,
+            channels_last=cfg.train.channels_last,
         )
 
     # Rank 0 builds the decoded-image cache first; the other ranks then only open it.
     loader = make_loader() if ctx.is_main else None
     barrier(ctx)
-    if loader is None:
-        loader = make_loader()
-    num_classes = int(loader.num_classes)
+    return make_loader() if loader is None else loader
 
-    # ---- model, loss, optimizer
+
+def _build_model(
+    cfg: Config, num_classes: int, device: torch.device, ctx: DistContext
+) -> tuple[nn.Module, nn.Module]:
+    """The model and the module that trains it (model + loss, DDP-wrapped under DDP)."""
+    from df2am.losses import build_loss
+    from df2am.models import build_model
+
     model = build_model(cfg.model, num_classes).to(device)
-    if tc.channels_last:
+    if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     criterion = build_loss(cfg.loss).to(device)
     step_module: nn.Module = _TrainStep(model, criterion)
@@ -476,243 +497,204 @@ def _train(
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=unused,
         )
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim)
-    scaler = make_grad_scaler(device, tc.precision)
+    return model, step_module
 
-    best: dict[str, Any] = {"epoch": 0, "mAP": -math.inf}
-    val_history: list[dict[str, float]] = []
-    if ckpt is not None:
-        if int(ckpt["num_classes"]) != num_classes:
-            raise Df2amError(
-                f"{last_path}: checkpoint has {ckpt['num_classes']} classes, the data "
-                f"{num_classes}; did data.root change to another dataset?"
-            )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt.get("scaler") is not None:
-            scaler.load_state_dict(ckpt["scaler"])
-        if ckpt.get("sampler"):
-            loader.load_state_dict(ckpt["sampler"])
-        ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
-        set_rng_state(ranks[ctx.rank] if len(ranks) == ctx.world_size else ranks[0])
-        best = dict(ckpt.get("val_best") or best)
-        val_history = list(ckpt.get("val_history") or [])
-        logger.info("resuming %s after epoch %d", run_dir, start_epoch)
-    elif resume:
-        logger.info("%s: no checkpoints/last.pt yet; starting from epoch 1", run_dir)
 
-    iters_per_epoch = len(loader)
+# ---- phase: restore
+
+
+def _restore(run: _Run, ckpt: dict[str, Any] | None, resume: bool) -> TrainState:
+    """Restore phase: model, optimizer, scheduler, scaler, sampler and RNG state from
+    ``last.pt``; the :class:`TrainState` the epochs continue from."""
+    state = TrainState()
+    if ckpt is None:
+        if resume:
+            logger.info("%s: no checkpoints/last.pt yet; starting from epoch 1", run.run_dir)
+        return state
+    if int(ckpt["num_classes"]) != run.num_classes:
+        raise Df2amError(
+            f"{run.last_path}: checkpoint has {ckpt['num_classes']} classes, the data "
+            f"{run.num_classes}; did data.root change to another dataset?"
+        )
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    if run.scaler is not None and ckpt.get("scaler") is not None:
+        run.scaler.load_state_dict(ckpt["scaler"])
+    if ckpt.get("sampler"):
+        run.loader.load_state_dict(ckpt["sampler"])
+    ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+    set_rng_state(ranks[run.ctx.rank] if len(ranks) == run.ctx.world_size else ranks[0])
+    state.start_epoch = state.epoch = int(ckpt["epoch"])
+    state.best = dict(ckpt.get("val_best") or state.best)
+    state.val_history = list(ckpt.get("val_history") or [])
+    logger.info("resuming %s after epoch %d", run.run_dir, state.start_epoch)
+    return state
+
+
+def _log_plan(run: _Run) -> None:
+    """The iterations per epoch and images per iteration (into ``run``), and their log line."""
+    cfg, tc = run.cfg, run.cfg.train
+    run.iters_per_epoch = len(run.loader)
     if tc.max_iters_per_epoch > 0:
-        iters_per_epoch = min(iters_per_epoch, tc.max_iters_per_epoch)
-    imgs_per_iter = 2 * cfg.sampler.num_ids * cfg.sampler.num_per_modality * ctx.world_size
-    group_names = [str(g.get("name", i)) for i, g in enumerate(optimizer.param_groups)]
+        run.iters_per_epoch = min(run.iters_per_epoch, tc.max_iters_per_epoch)
+    run.imgs_per_iter = (
+        2 * cfg.sampler.num_ids * cfg.sampler.num_per_modality * run.ctx.world_size
+    )
+    run.group_names = [str(g.get("name", i)) for i, g in enumerate(run.optimizer.param_groups)]
     logger.info(
         "training %d epochs x %d iterations (batch %d images on %d process(es)), %s, %s on %s",
         tc.epochs,
-        iters_per_epoch,
-        imgs_per_iter,
-        ctx.world_size,
+        run.iters_per_epoch,
+        run.imgs_per_iter,
+        run.ctx.world_size,
         f"ResNet-{cfg.model.depth}",
         tc.precision,
-        device,
+        run.device,
     )
 
-    with MetricsLogger(run_dir, enabled=ctx.is_main) as mlog:
-        for epoch in range(start_epoch, tc.epochs):
-            ep_stats = _train_epoch(
-                step_module,
-                loader,
-                optimizer,
-                scaler,
-                cfg,
-                device,
-                ctx,
-                mlog,
-                epoch=epoch,
-                iters=iters_per_epoch,
-                imgs_per_iter=imgs_per_iter,
-                group_names=group_names,
-            )
-            scheduler.step()
-            done = epoch + 1
-            mlog.write({"event": "epoch", "epoch": done, **ep_stats}, step=done)
 
-            val_due = tc.val_ids > 0 and (
-                (tc.eval_every > 0 and done % tc.eval_every == 0) or done == tc.epochs
-            )
-            improved = False
-            if val_due and ctx.is_main:
-                metrics, align = _validate(
-                    model, cfg, val_query, val_gallery, device=device, cache_dir=cache_dir
-                )
-                val_history.append({"epoch": done, **metrics})
-                mlog.write({"event": "val", "epoch": done, **metrics}, step=done)
-                logger.info(
-                    "epoch %d validation: rank1 %.2f%% mAP %.2f%%; alignment: %s", done,
-                    metrics["rank1"], metrics["mAP"], align.summary(),
-                )
-                if metrics["mAP"] > best["mAP"]:
-                    best = {"epoch": done, "mAP": metrics["mAP"]}
-                    improved = True
-
-            # Every rank's RNG state, so a resumed DDP run continues every rank's streams.
-            rngs = gather_objects(rng_state(), ctx)
-            if ctx.is_main:
-                state = _make_checkpoint(
-                    model,
-                    num_classes,
-                    cfg,
-                    done,
-                    optimizer,
-                    scheduler,
-                    loader.state_dict(),
-                    rngs,
-                    scaler,
-                    {"val_best": best, "val_history": val_history},
-                )
-                save_checkpoint(last_path, state)
-                if done % max(tc.checkpoint_every, 1) == 0 or done == tc.epochs:
-                    save_checkpoint(ckpt_dir / f"epoch_{done:03d}.pt", state)
-                if improved:
-                    save_checkpoint(ckpt_dir / "best.pt", state)
-            barrier(ctx)
-
-        # ---- the end: identical models on all ranks, the reported model, the test run
-        broadcast_buffers(model, ctx)
-        digest = state_digest(model)
-        digests = gather_objects(digest, ctx)
-        if ctx.distributed:
-            mlog.write({"event": "ddp_check", "digests": digests, "agree": len(set(digests)) == 1})
-            if len(set(digests)) != 1:
-                raise RuntimeError(f"DDP ranks ended with different weights: {digests}")
-        result = TrainResult(
-            run_dir=run_dir,
-            epochs_completed=tc.epochs,
-            final_checkpoint=final_path,
-            selected_by="last_epoch",
-            selected_epoch=tc.epochs,
-            val_history=val_history,
-            resumed_from=start_epoch,
-            digest=digest,
-        )
-        if ctx.is_main:
-            _write_final(model, num_classes, cfg, run_dir, last_path, best, result)
-            result.results = _final_test(cfg, run_dir, device, result, mlog)
-    barrier(ctx)
-    return result
+# ---- phase: epoch
 
 
-def _train_epoch(
-    step_module: nn.Module,
-    loader: Any,
-    optimizer: torch.optim.Optimizer,
-    scaler: Any,
-    cfg: Config,
-    device: torch.device,
-    ctx: DistContext,
-    mlog: MetricsLogger,
-    *,
-    epoch: int,
-    iters: int,
-    imgs_per_iter: int,
-    group_names: list[str],
-) -> dict[str, Any]:
+def _epoch(run: _Run, state: TrainState, mlog: MetricsLogger, epoch: int) -> None:
+    """Epoch phase: one training epoch (``epoch`` 0-based), the scheduler step, its record."""
+    ep_stats = _train_epoch(run, mlog, epoch=epoch)
+    run.scheduler.step()
+    state.epoch = epoch + 1
+    mlog.write({"event": "epoch", "epoch": state.epoch, **ep_stats}, step=state.epoch)
+
+
+class _LossSums:
+    """Device-side sums of the loss and its parts: no host sync until they are read."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.total = torch.zeros((), device=device)
+        self.parts: dict[str, torch.Tensor] = {}
+        self.n = 0
+
+    def add(self, total: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
+        self.total += total
+        for k, v in parts.items():
+            self.parts[k] = self.parts.get(k, torch.zeros((), device=self.device)) + v
+        self.n += 1
+
+    def mean_parts(self) -> dict[str, float]:
+        return {k: v.item() / self.n for k, v in self.parts.items()}
+
+
+def _train_epoch(run: _Run, mlog: MetricsLogger, *, epoch: int) -> dict[str, Any]:
     """One epoch; returns the epoch record (mean loss and parts, lr, img/s, seconds)."""
     from tqdm import tqdm
 
-    tc = cfg.train
+    step_module, iters = run.step_module, run.iters_per_epoch
     step_module.train()
-    loader.set_epoch(epoch)
-    lrs = {n: g["lr"] for n, g in zip(group_names, optimizer.param_groups, strict=True)}
+    run.loader.set_epoch(epoch)
+    lrs = {n: g["lr"] for n, g in zip(run.group_names, run.optimizer.param_groups, strict=True)}
     bar = tqdm(
         total=iters,
-        desc=f"epoch {epoch + 1}/{tc.epochs}",
+        desc=f"epoch {epoch + 1}/{run.cfg.train.epochs}",
         # Off when stderr is not a terminal (sweep logs, CI): the per-epoch log line carries
         # the same numbers without hundreds of redrawn bars.
-        disable=not ctx.is_main or not sys.stderr.isatty(),
+        disable=not run.ctx.is_main or not sys.stderr.isatty(),
         dynamic_ncols=True,
         leave=False,
     )
-    non_blocking = device.type == "cuda"
-    mem = torch.channels_last if tc.channels_last else torch.contiguous_format
-    # Device-side accumulators: no host sync until a log step.
-    win_total = torch.zeros((), device=device)
-    win_parts: dict[str, torch.Tensor] = {}
-    ep_total = torch.zeros((), device=device)
-    ep_parts: dict[str, torch.Tensor] = {}
-    win_n = 0
+    window, ep = _LossSums(run.device), _LossSums(run.device)
     start = time.perf_counter()
     win_start = start
-    it = 0
-    for batch in loader:
-        if it >= iters:
+    for batch in run.loader:
+        if ep.n >= iters:
             break
-        rgb = batch.rgb.to(device, non_blocking=non_blocking).contiguous(memory_format=mem)
-        ir = batch.ir.to(device, non_blocking=non_blocking).contiguous(memory_format=mem)
-        labels = torch.cat([batch.rgb_labels, batch.ir_labels])
-        labels = labels.to(device, non_blocking=non_blocking)
-        with autocast_context(device, tc.precision):
-            total, parts = step_module(rgb, ir, labels)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            total.backward()
-            optimizer.step()
-        total = total.detach().float()
-        win_total += total
-        ep_total += total
-        for k, v in parts.items():
-            v = v.detach().float()
-            win_parts[k] = win_parts.get(k, torch.zeros((), device=device)) + v
-            ep_parts[k] = ep_parts.get(k, torch.zeros((), device=device)) + v
-        it += 1
-        win_n += 1
+        total, parts = _train_step(run, batch)
+        window.add(total, parts)
+        ep.add(total, parts)
         bar.update(1)
-        if it % max(tc.log_every, 1) == 0 or it == iters:
-            loss = win_total.item() / win_n  # the one host sync of a log window
-            if not math.isfinite(loss):
-                raise Df2amError(
-                    f"the training loss became {loss} at epoch {epoch + 1}, iteration {it}; "
-                    "lower optim.lr or use train.precision=fp32"
-                )
+        if ep.n % max(run.cfg.train.log_every, 1) == 0 or ep.n == iters:
             now = time.perf_counter()
-            rec = {
-                "event": "train",
-                "epoch": epoch + 1,
-                "iter": it,
-                "global_iter": epoch * iters + it,
-                "lr": lrs,
-                "loss": loss,
-                "parts": {k: v.item() / win_n for k, v in win_parts.items()},
-                "img_per_s": win_n * imgs_per_iter / max(now - win_start, 1e-9),
-            }
-            mlog.write(rec, step=epoch * iters + it)
-            bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rec['img_per_s']:.0f}")
-            win_total.zero_()
-            win_parts = {}
-            win_n = 0
+            loss, img_s = _log_window(run, mlog, window, epoch, ep.n, lrs, now - win_start)
+            bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{img_s:.0f}")
+            window = _LossSums(run.device)
             win_start = now
     bar.close()
-    if it == 0:
+    if ep.n == 0:
         raise Df2amError(f"epoch {epoch + 1}: the training loader yielded no batch")
-    seconds = time.perf_counter() - start
+    return _epoch_stats(run, ep, lrs, epoch, time.perf_counter() - start)
+
+
+def _train_step(
+    run: _Run, batch: Any
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward, backward and optimizer step on one batch; the detached fp32 loss and parts."""
+    device, tc = run.device, run.cfg.train
+    non_blocking = device.type == "cuda"
+    mem = torch.channels_last if tc.channels_last else torch.contiguous_format
+    rgb = batch.rgb.to(device, non_blocking=non_blocking).contiguous(memory_format=mem)
+    ir = batch.ir.to(device, non_blocking=non_blocking).contiguous(memory_format=mem)
+    labels = torch.cat([batch.rgb_labels, batch.ir_labels])
+    labels = labels.to(device, non_blocking=non_blocking)
+    with autocast_context(device, tc.precision):
+        total, parts = run.step_module(rgb, ir, labels)
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(total).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        total.backward()
+        run.optimizer.step()
+    return total.detach().float(), {k: v.detach().float() for k, v in parts.items()}
+
+
+def _log_window(
+    run: _Run,
+    mlog: MetricsLogger,
+    window: _LossSums,
+    epoch: int,
+    it: int,
+    lrs: dict[str, float],
+    seconds: float,
+) -> tuple[float, float]:
+    """The ``train`` record of one log window (the window's one host sync); (loss, img/s)."""
+    loss = window.total.item() / window.n
+    if not math.isfinite(loss):
+        raise Df2amError(
+            f"the training loss became {loss} at epoch {epoch + 1}, iteration {it}; "
+            "lower optim.lr or use train.precision=fp32"
+        )
+    iters = run.iters_per_epoch
+    rec = {
+        "event": "train",
+        "epoch": epoch + 1,
+        "iter": it,
+        "global_iter": epoch * iters + it,
+        "lr": lrs,
+        "loss": loss,
+        "parts": window.mean_parts(),
+        "img_per_s": window.n * run.imgs_per_iter / max(seconds, 1e-9),
+    }
+    mlog.write(rec, step=epoch * iters + it)
+    return loss, rec["img_per_s"]
+
+
+def _epoch_stats(
+    run: _Run, ep: _LossSums, lrs: dict[str, float], epoch: int, seconds: float
+) -> dict[str, Any]:
+    """The epoch record (mean loss and parts, lr, img/s, seconds) and its log line."""
+    it = ep.n
     stats = {
         "iters": it,
-        "loss": ep_total.item() / it,
-        "parts": {k: v.item() / it for k, v in ep_parts.items()},
+        "loss": ep.total.item() / it,
+        "parts": ep.mean_parts(),
         "lr": lrs,
-        "img_per_s": it * imgs_per_iter / max(seconds, 1e-9),
+        "img_per_s": it * run.imgs_per_iter / max(seconds, 1e-9),
         "seconds": seconds,
     }
     logger.info(
         "epoch %d/%d: loss %.4f (%s), %.0f img/s, %.1f s",
         epoch + 1,
-        tc.epochs,
+        run.cfg.train.epochs,
         stats["loss"],
         ", ".join(f"{k} {v:.4f}" for k, v in stats["parts"].items()),
         stats["img_per_s"],
@@ -721,13 +703,97 @@ def _train_epoch(
     return stats
 
 
+# ---- phase: validate
+
+
+def _validate_epoch(run: _Run, state: TrainState, mlog: MetricsLogger) -> None:
+    """Validate phase (rank 0, when due): IR → RGB on the held-out ids; updates ``best``."""
+    tc, done = run.cfg.train, state.epoch
+    state.improved = False
+    every = tc.eval_every > 0 and done % tc.eval_every == 0
+    due = tc.val_ids > 0 and (every or done == tc.epochs)
+    if not due or not run.ctx.is_main:
+        return
+    metrics, align = _validate(
+        run.model, run.cfg, run.val_query, run.val_gallery, device=run.device,
+        cache_dir=run.cache_dir,
+    )
+    state.val_history.append({"epoch": done, **metrics})
+    mlog.write({"event": "val", "epoch": done, **metrics}, step=done)
+    logger.info(
+        "epoch %d validation: rank1 %.2f%% mAP %.2f%%; alignment: %s", done,
+        metrics["rank1"], metrics["mAP"], align.summary(),
+    )
+    if metrics["mAP"] > state.best["mAP"]:
+        state.best = {"epoch": done, "mAP": metrics["mAP"]}
+        state.improved = True
+
+
+# ---- phase: checkpoint
+
+
+def _checkpoint(run: _Run, state: TrainState) -> None:
+    """Checkpoint phase: ``last.pt`` every epoch, ``epoch_XXX.pt`` every
+    ``train.checkpoint_every`` epochs and after the last, ``best.pt`` on a better validation."""
+    # Every rank's RNG state, so a resumed DDP run continues every rank's streams.
+    rngs = gather_objects(rng_state(), run.ctx)
+    done = state.epoch
+    if run.ctx.is_main:
+        ckpt = make_checkpoint(
+            run.model,
+            run.num_classes,
+            run.cfg,
+            done,
+            run.optimizer,
+            run.scheduler,
+            run.loader.state_dict(),
+            rngs,
+            run.scaler,
+            {"val_best": state.best, "val_history": state.val_history},
+        )
+        save_checkpoint(run.last_path, ckpt)
+        if done % max(run.cfg.train.checkpoint_every, 1) == 0 or done == run.cfg.train.epochs:
+            save_checkpoint(run.ckpt_dir / f"epoch_{done:03d}.pt", ckpt)
+        if state.improved:
+            save_checkpoint(run.ckpt_dir / "best.pt", ckpt)
+    barrier(run.ctx)
+
+
+# ---- phase: finish
+
+
+def _finish(run: _Run, state: TrainState, mlog: MetricsLogger) -> TrainResult:
+    """Finish phase: identical models on all ranks, the reported model, the test run."""
+    ctx, tc = run.ctx, run.cfg.train
+    broadcast_buffers(run.model, ctx)
+    digest = state_digest(run.model)
+    digests = gather_objects(digest, ctx)
+    if ctx.distributed:
+        mlog.write({"event": "ddp_check", "digests": digests, "agree": len(set(digests)) == 1})
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"DDP ranks ended with different weights: {digests}")
+    result = TrainResult(
+        run_dir=run.run_dir,
+        epochs_completed=tc.epochs,
+        final_checkpoint=run.run_dir / "model_final.pt",
+        selected_by="last_epoch",
+        selected_epoch=tc.epochs,
+        val_history=state.val_history,
+        resumed_from=state.start_epoch,
+        digest=digest,
+    )
+    if ctx.is_main:
+        _write_final(run.model, run.num_classes, run.cfg, run.run_dir, run.last_path, result)
+        result.results = _final_test(run.cfg, run.run_dir, run.device, result, mlog)
+    return result
+
+
 def _write_final(
     model: nn.Module,
     num_classes: int,
     cfg: Config,
     run_dir: Path,
     last_path: Path,
-    best: dict[str, Any],
     result: TrainResult,
 ) -> None:
     """``model_final.pt``: best-on-validation (``train.val_ids > 0``) or the last epoch."""
@@ -805,8 +871,7 @@ def _finish_existing(
     results_path = run_dir / "results.json"
     if ctx.is_main:
         if results_path.is_file():
-            doc = json.loads(results_path.read_text())
-            result.results = {k: v for k, v in doc.items() if isinstance(v, (int, float))}
+            result.results = summary_metrics(read_results(results_path))
         else:
             result.results = _final_test(cfg, run_dir, device, result, None)
     barrier(ctx)
@@ -854,10 +919,10 @@ def train_trials(
         logger.info("%s trial %d → %s", ds.title, t, trial_dir)
         train(cfg_t, trial_dir, resume=resume and run_status(trial_dir) != "empty")
         if env_world()[0] == 0:
-            res, row = _trial_result(trial_dir / "results.json", t)
+            res, row = trial_result(trial_dir / "results.json", t)
             results.append(res)
             per_trial.append(row)
-    summary_path = run_dir / "results.json"
+    summary_path = run_dir / "results.json"  # written by results.write_results
     if env_world()[0] == 0:
         from df2am.evaluation import aggregate_trials
 
@@ -881,26 +946,6 @@ def train_trials(
                 "std": [float(x) * 100 for x in summary.cmc_std],
             },
         }
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = summary_path.with_name(summary_path.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(summary_path)
+        write_results(run_dir, doc)
         logger.info("wrote %s (mean over %d trial(s))", summary_path, len(trials))
     return summary_path
-
-
-def _trial_result(path: Path, trial: int) -> tuple[Any, dict[str, Any]]:
-    """Rebuild the :class:`~df2am.evaluation.EvalResult` of one trial from its results.json."""
-    from df2am.evaluation import EvalResult
-
-    if not path.is_file():
-        raise Df2amError(f"{path}: missing; trial {trial} has no test result")
-    doc = json.loads(path.read_text())
-    try:
-        cmc = np.asarray(doc["cmc"]["mean"], dtype=np.float64) / 100.0
-        nv = int(doc["per_trial"][0]["num_valid_queries"])
-        res = EvalResult(cmc, float(doc["mAP"]) / 100.0, float(doc["mINP"]) / 100.0, nv)
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise Df2amError(f"{path}: not a results.json of df2am ({exc!r})") from None
-    row = {"trial": trial, **res.to_dict(), "num_valid_queries": nv, "run_dir": str(path.parent)}
-    return res, row

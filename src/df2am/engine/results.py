@@ -1,0 +1,178 @@
+"""The one module that reads and writes a run's ``results.json`` (and its ``metrics.json``).
+
+::
+
+    from df2am.engine.results import read_metrics, read_results, run_status, write_results
+
+    write_results("runs/sysu", doc)                 # runs/sysu/results.json, atomically
+    read_metrics("runs/sysu/results.json")         # {"rank1": ..., "rank1_std": ..., ...}
+    run_status("runs/sysu")                         # "empty" | "partial" | "trained" | "finished"
+
+The file (written by :func:`df2am.engine.evaluator.write_eval_outputs`, the trainer's final
+test, ``df2am train --trials`` and the demo): the summary at the top level — the
+:data:`METRIC_KEYS` in percent, each with a ``_std`` twin — plus ``protocol``, ``per_trial``,
+``cmc`` (``rank``/``mean``/``std``, percent), ``seconds`` and the writer's extra keys.
+
+:func:`run_status` is the one rule for "this run is finished"; the trainer (``--resume``),
+the demo and the sweep all ask it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from df2am.engine.atomic import atomic_write_text
+from df2am.errors import Df2amError
+
+__all__ = [
+    "METRIC_KEYS",
+    "RESULTS_NAME",
+    "RunStatus",
+    "read_metrics",
+    "read_results",
+    "run_status",
+    "summary_metrics",
+    "trial_result",
+    "write_json",
+    "write_results",
+]
+
+#: The metric keys of ``results.json`` / ``metrics.json`` (percent), each with a ``_std`` twin.
+METRIC_KEYS: tuple[str, ...] = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+
+#: A run directory's test result.
+RESULTS_NAME = "results.json"
+
+#: What :func:`run_status` answers.
+RunStatus = str
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_json(path: str | Path, doc: dict[str, Any]) -> Path:
+    """``doc`` as indented JSON (one trailing newline) at ``path``, atomically."""
+    p = Path(path)
+    atomic_write_text(p, json.dumps(doc, indent=2) + "\n")
+    return p
+
+
+def write_results(out_dir: str | Path, doc: dict[str, Any], name: str = "results") -> Path:
+    """Write ``<out_dir>/<name>.json`` (the folder is created); returns the path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return write_json(out / f"{name}.json", doc)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """The whole document of a ``results.json`` (json errors propagate)."""
+    return json.loads(Path(path).read_text())  # type: ignore[no-any-return]
+
+
+def summary_metrics(doc: dict[str, Any]) -> dict[str, Any]:
+    """The top-level numbers of a results document (the summary; ``selected_epoch``, ...)."""
+    return {k: v for k, v in doc.items() if isinstance(v, (int, float))}
+
+
+def read_metrics(path: str | Path, error: type[Exception] = Df2amError) -> dict[str, float]:
+    """The metrics (percent) of one results JSON of ``df2am train`` / ``df2am eval``.
+
+    The metrics sit at the top level (or, in a ``summary`` mapping) as ``rank1``, ``rank5``,
+    ``rank10``, ``rank20``, ``mAP``, ``mINP`` with ``_std`` twins. ``rank1`` and ``mAP`` are
+    required; other keys are read when present (booleans are not numbers here).
+
+    Raises:
+        ``error`` (default :class:`~df2am.errors.Df2amError`; the sweep passes its
+        ``SweepError``): the file is unreadable, not JSON, or has no numeric rank1/mAP.
+    """
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise error(f"{p}: cannot read results ({exc})") from None
+    if isinstance(doc, dict) and isinstance(doc.get("summary"), dict):
+        doc = doc["summary"]
+    if not isinstance(doc, dict) or not all(
+        isinstance(doc.get(k), (int, float)) for k in ("rank1", "mAP")
+    ):
+        raise error(f"{p}: not a df2am results file (no numeric rank1/mAP)")
+    out: dict[str, float] = {}
+    for key in METRIC_KEYS:
+        for k in (key, f"{key}_std"):
+            if isinstance(doc.get(k), (int, float)) and not isinstance(doc.get(k), bool):
+                out[k] = float(doc[k])
+    return out
+
+
+def trial_result(path: str | Path, trial: int) -> tuple[Any, dict[str, Any]]:
+    """The :class:`~df2am.evaluation.EvalResult` of one RegDB trial rebuilt from its
+    results.json, and its ``per_trial`` row (``trial``, metrics, ``num_valid_queries``,
+    ``run_dir``)."""
+    import numpy as np
+
+    from df2am.evaluation import EvalResult
+
+    path = Path(path)
+    if not path.is_file():
+        raise Df2amError(f"{path}: missing; trial {trial} has no test result")
+    doc = read_results(path)
+    try:
+        cmc = np.asarray(doc["cmc"]["mean"], dtype=np.float64) / 100.0
+        nv = int(doc["per_trial"][0]["num_valid_queries"])
+        res = EvalResult(cmc, float(doc["mAP"]) / 100.0, float(doc["mINP"]) / 100.0, nv)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise Df2amError(f"{path}: not a results.json of df2am ({exc!r})") from None
+    row = {"trial": trial, **res.to_dict(), "num_valid_queries": nv, "run_dir": str(path.parent)}
+    return res, row
+
+
+# --------------------------------------------------------------------------- run status
+
+
+def run_status(
+    run_dir: str | Path, *, epochs: int | None = None, trained: int | None = None
+) -> RunStatus:
+    """The one rule for where a run directory stands.
+
+    * ``"finished"``: ``results.json`` is there (the run's last output);
+    * ``"trained"``: ``model_final.pt`` is there but no ``results.json`` — the training
+      ended, its final test did not run (``train.final_eval=false``) or was interrupted;
+      ``df2am train --resume`` redoes only that test;
+    * ``"partial"``: a started run (``config.yaml``, ``checkpoints/last.pt``);
+    * ``"empty"``: none of these.
+
+    With ``epochs`` (the ``train.epochs`` a resume asks for), a run trained for fewer epochs
+    is ``"partial"`` — resuming extends it — and so is a ``results.json`` without a
+    ``model_final.pt``. The epochs trained are ``trained`` when given (the caller has read
+    ``checkpoints/last.pt`` already), else read from ``checkpoints/last.pt`` (0 without one).
+    """
+    d = Path(run_dir)
+    has_results = (d / RESULTS_NAME).is_file()
+    has_final = (d / "model_final.pt").is_file()
+    started = (d / "checkpoints" / "last.pt").is_file() or (d / "config.yaml").is_file()
+    if epochs is None:
+        if has_results:
+            return "finished"
+        if has_final:
+            return "trained"
+    elif has_final and _epochs_trained(d, trained) >= epochs:
+        return "finished" if has_results else "trained"
+    if started or has_final or has_results:
+        return "partial"
+    return "empty"
+
+
+def _epochs_trained(run_dir: Path, trained: int | None) -> int:
+    if trained is not None:
+        return trained
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return 0
+    from df2am.engine.checkpoint import load_checkpoint
+
+    return int(load_checkpoint(last)["epoch"])
