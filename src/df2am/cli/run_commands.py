@@ -18,7 +18,6 @@ executes: ``train.device``, ``data.root``, ``data.num_workers``, ``data.cache_di
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -155,7 +154,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _print_results(path: Path) -> None:
     if not path.is_file():
         return
-    doc = json.loads(path.read_text())
+    from df2am.engine.results import read_metrics
+
+    doc = read_metrics(path)
     keys = [k for k in ("rank1", "rank10", "rank20", "mAP", "mINP") if k in doc]
     print(
         "test: "

@@ -60,6 +60,7 @@ from df2am.engine.precision import resolve_device
 from df2am.engine.results import METRIC_KEYS, write_results
 from df2am.errors import ConfigError, DatasetError
 from df2am.evaluation import (
+    CMC_RANKS,
     AlignmentReport,
     EvalResult,
     TrialSummary,
@@ -178,8 +179,8 @@ class EvalReport:
         for trial, res in zip(self.trials, self.results, strict=True):
             cmc = np.asarray(res.cmc, dtype=np.float64)
             row: dict[str, Any] = {"trial": trial}
-            for key, rank in (("rank1", 1), ("rank5", 5), ("rank10", 10), ("rank20", 20)):
-                row[key] = float(cmc[rank - 1]) * 100.0 if len(cmc) >= rank else None
+            for rank in CMC_RANKS:
+                row[f"rank{rank}"] = float(cmc[rank - 1]) * 100.0 if len(cmc) >= rank else None
             row["mAP"] = float(res.mAP) * 100.0
             row["mINP"] = float(res.mINP) * 100.0
             row["num_valid_queries"] = int(res.num_valid_queries)

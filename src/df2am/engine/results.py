@@ -25,6 +25,7 @@ from typing import Any
 
 from df2am.engine.atomic import atomic_write_text
 from df2am.errors import Df2amError
+from df2am.evaluation.metrics import METRIC_KEYS
 
 __all__ = [
     "METRIC_KEYS",
@@ -39,8 +40,8 @@ __all__ = [
     "write_results",
 ]
 
-#: The metric keys of ``results.json`` / ``metrics.json`` (percent), each with a ``_std`` twin.
-METRIC_KEYS: tuple[str, ...] = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+# The metric keys of ``results.json`` / ``metrics.json`` (percent), each with a ``_std`` twin:
+# owned by the evaluation room, which defines the metrics.
 
 #: A run directory's test result.
 RESULTS_NAME = "results.json"

@@ -31,7 +31,9 @@ Usage::
 from df2am.evaluation.alignment import ALIGNMENT_KEYS, AlignmentReport, modality_alignment
 from df2am.evaluation.distance import METRICS, Metric, pairwise_distance
 from df2am.evaluation.metrics import (
+    CMC_RANKS,
     DEFAULT_CHUNK_BYTES,
+    METRIC_KEYS,
     PROTOCOLS,
     EvalResult,
     Protocol,
@@ -43,6 +45,8 @@ from df2am.evaluation.rerank import rerank, rerank_features
 from df2am.evaluation.trials import TrialSummary, aggregate_trials
 
 __all__ = [
+    "CMC_RANKS",
+    "METRIC_KEYS",
     "ALIGNMENT_KEYS",
     "AlignmentReport",
     "modality_alignment",

@@ -74,7 +74,9 @@ from df2am.evaluation.distance import (
 )
 
 __all__ = [
+    "CMC_RANKS",
     "DEFAULT_CHUNK_BYTES",
+    "METRIC_KEYS",
     "PROTOCOLS",
     "EvalResult",
     "Protocol",
@@ -124,6 +126,12 @@ _CPU_FEATURE_BYTES_PER_ELEMENT = 8
 _SYSU_CAMERA_MAP = {3: 2}
 
 
+#: The CMC ranks every report states (Rank-1/5/10/20).
+CMC_RANKS: tuple[int, ...] = (1, 5, 10, 20)
+#: The metric keys of every results file and table (percent), in this order; the one list.
+METRIC_KEYS: tuple[str, ...] = (*(f"rank{k}" for k in CMC_RANKS), "mAP", "mINP")
+
+
 @dataclass(frozen=True)
 class EvalResult:
     """Metrics of one evaluation, as fractions in [0, 1].
@@ -152,7 +160,7 @@ class EvalResult:
         """
         scale = 100.0 if percent else 1.0
         out = {f"rank{k}": float(self.cmc[k - 1]) * scale
-               for k in (1, 5, 10, 20) if k <= len(self.cmc)}
+               for k in CMC_RANKS if k <= len(self.cmc)}
         out["mAP"] = self.mAP * scale
         out["mINP"] = self.mINP * scale
         return out

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from df2am.errors import EvaluationError
-from df2am.evaluation.metrics import EvalResult
+from df2am.evaluation.metrics import CMC_RANKS, EvalResult
 
 __all__ = ["TrialSummary", "aggregate_trials"]
 
@@ -61,7 +61,7 @@ class TrialSummary:
         """
         scale = 100.0 if percent else 1.0
         out: dict[str, float] = {}
-        for k in (1, 5, 10, 20):
+        for k in CMC_RANKS:
             if k <= len(self.cmc_mean):
                 out[f"rank{k}"] = float(self.cmc_mean[k - 1]) * scale
                 out[f"rank{k}_std"] = float(self.cmc_std[k - 1]) * scale

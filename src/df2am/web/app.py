@@ -28,7 +28,6 @@ Routes:
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import tempfile
@@ -44,6 +43,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from df2am.engine.features import IMAGE_SUFFIXES
+from df2am.engine.results import RESULTS_NAME, read_results
 from df2am.errors import ConfigError, DatasetError, Df2amError
 
 __all__ = ["create_app", "safe_path", "DEFAULT_MAX_UPLOAD", "SearchState", "RunState"]
@@ -141,12 +141,12 @@ class RunState:
              checkpoint: str | os.PathLike[str] | None = None, device: str = "cpu",
              k: int = 10) -> RunState:
         p = Path(run)
-        path = p / "results.json" if p.is_dir() else p
+        path = p / RESULTS_NAME if p.is_dir() else p
         if not path.is_file():
             raise DatasetError(f"--run {run}: no results.json there (write one with df2am eval "
                                "--out DIR)")
         try:
-            results = json.loads(path.read_text())
+            results = read_results(path)
         except (OSError, ValueError) as exc:
             raise DatasetError(f"{path}: cannot read JSON ({exc})") from None
         if not isinstance(results, dict) or "protocol" not in results:

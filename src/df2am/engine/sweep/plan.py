@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from df2am.config import Config, complete_config_dict, config_to_dict, load_config
+from df2am.engine.results import run_status
 from df2am.engine.sweep.spec import (
     EVAL_OPTIONS,
     MODEL_NEUTRAL_PREFIXES,
@@ -96,13 +97,10 @@ def _read_saved(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _status(run_dir: Path) -> str:
-    """``finished`` (``results.json``), ``partial`` (a started run) or ``empty``."""
-    if (run_dir / "results.json").is_file():
-        return "finished"
-    if ((run_dir / "config.yaml").is_file() or (run_dir / "checkpoints" / "last.pt").is_file()
-            or (run_dir / "model_final.pt").is_file()):
-        return "partial"
-    return "empty"
+    """``finished`` (tested), ``partial`` (started, or trained but not tested: the sweep resumes
+    it, which runs the missing test) or ``empty`` — :func:`df2am.engine.results.run_status`."""
+    status = run_status(run_dir)
+    return "partial" if status == "trained" else status
 
 
 @dataclass

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from df2am.engine.atomic import atomic_write_text
+from df2am.engine.results import read_metrics as _read_metrics
 from df2am.engine.sweep.plan import SweepPlan, UnitPlan
 from df2am.engine.sweep.spec import (
     EVAL_OPTIONS,
@@ -26,29 +28,9 @@ logger = logging.getLogger("df2am.engine.sweep")
 
 
 def read_metrics(path: str | Path) -> dict[str, float]:
-    """The metrics (percent) of one results JSON of ``df2am train`` / ``df2am eval``.
-
-    The one place that knows the file format: the metrics sit at the top level (or, in a
-    ``summary`` mapping) as ``rank1``, ``rank5``, ``rank10``, ``rank20``, ``mAP``, ``mINP`` with
-    ``_std`` twins. ``rank1`` and ``mAP`` are required; other keys are read when present.
-    """
-    p = Path(path)
-    try:
-        doc = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SweepError(f"{p}: cannot read results ({exc})") from None
-    if isinstance(doc, dict) and isinstance(doc.get("summary"), dict):
-        doc = doc["summary"]
-    if not isinstance(doc, dict) or not all(
-        isinstance(doc.get(k), (int, float)) for k in ("rank1", "mAP")
-    ):
-        raise SweepError(f"{p}: not a df2am results file (no numeric rank1/mAP)")
-    out: dict[str, float] = {}
-    for key in METRICS:
-        for k in (key, f"{key}_std"):
-            if isinstance(doc.get(k), (int, float)) and not isinstance(doc.get(k), bool):
-                out[k] = float(doc[k])
-    return out
+    """The metrics (percent) of one results JSON (:func:`df2am.engine.results.read_metrics`,
+    the one reader of the format), its errors as :class:`SweepError`."""
+    return _read_metrics(path, error=SweepError)
 
 
 def _mean_over_trials(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -240,9 +222,7 @@ def write_report(report: SweepReport) -> SweepReport:
     md = out / f"{report.spec.name}.md"
     md.write_text(report.markdown)
     js = out / f"{report.spec.name}.json"
-    tmp = js.with_name(js.name + ".tmp")
-    tmp.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
-    tmp.replace(js)
+    atomic_write_text(js, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
     report.files = [md, js, *write_plots(report)]
     for f in report.files:
         logger.info("wrote %s", f)

@@ -19,13 +19,14 @@ import yaml
 from df2am.config import load_config, read_yaml_file
 from df2am.data.datasets import get_dataset
 from df2am.errors import ConfigError, Df2amError
+from df2am.evaluation.metrics import METRIC_KEYS
 
 #: The specs shipped with the package, one per table/figure of the paper.
 PAPER_SPECS: tuple[str, ...] = ("table1", "table2", "table3", "table4", "figure3", "figure4",
                                "llcm")
 
 #: Metric keys read from every results JSON (percent), each with an optional ``_std`` twin.
-METRICS: tuple[str, ...] = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+METRICS: tuple[str, ...] = METRIC_KEYS  # the evaluation room's one list
 
 #: ``df2am eval`` options a spec's ``evals`` may set → the config key the trainer's own final
 #: test used for it (a run's ``results.json`` answers an eval when all of them agree).
