@@ -42,7 +42,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -496,6 +496,18 @@ def complete_config_dict(data: dict[str, Any], source: str = "") -> dict[str, An
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """The config as plain nested dicts/lists, ready for YAML or JSON."""
     return dataclasses.asdict(cfg)
+
+
+def flatten(nested: Mapping[str, Any], sep: str = ".", prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` → ``{"optim.lr": 0.1}`` (the dotted keys of overrides; the
+    metrics log uses ``sep="/"`` for TensorBoard tags). The one flattener of nested dicts."""
+    out: dict[str, Any] = {}
+    for key, value in nested.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, sep, f"{prefix}{key}{sep}"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _parse_override(text: str) -> tuple[str, Any]:

@@ -27,6 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from df2am.config import flatten
+
 __all__ = ["MetricsLogger", "read_metrics"]
 
 logger = logging.getLogger(__name__)
@@ -94,14 +96,8 @@ class MetricsLogger:
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in record.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{name}/"))
-        else:
-            out[name] = value
-    return out
+    """TensorBoard tags of a record: nested keys joined by ``/``."""
+    return flatten(record, "/", prefix)
 
 
 def read_metrics(run_dir: str | Path, event: str | None = None) -> list[dict[str, Any]]:

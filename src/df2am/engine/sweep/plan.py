@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from df2am.config import Config, complete_config_dict, config_to_dict, load_config
+from df2am.config import Config, complete_config_dict, config_to_dict, flatten, load_config
 from df2am.engine.results import run_status
 from df2am.engine.sweep.spec import (
     EVAL_OPTIONS,
@@ -58,14 +58,7 @@ def resolve_run(
 
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+_flatten = flatten  # dotted config keys (df2am.config.flatten)
 
 
 def _model_key(cfg_dict: Mapping[str, Any]) -> str:
