@@ -202,6 +202,9 @@ class TrainConfig:
     deterministic: bool = False
     #: Evaluate the reported model on the test protocol (``cfg.eval``) at the end of training.
     final_eval: bool = True
+    #: Stop when a step's loss exceeds this factor × the running median of recent step losses
+    #: (0 = off; a non-finite loss always stops); >= 0.
+    divergence_factor: float = 0.0
 
 
 @dataclass
@@ -397,6 +400,7 @@ NUMERIC_RULES: dict[str, Rule | None] = {
     "train.log_every": _at_least(1),
     "train.eval_every": _at_least(0),
     "train.val_ids": _at_least(0),
+    "train.divergence_factor": _at_least(0),
     "eval.trials": _int_range(1, 10),
     "eval.batch_size": _at_least(1),
     "eval.max_rank": _at_least(1),

@@ -47,6 +47,7 @@ BAD_VALUES = [
     ("train.log_every=0", r"train\.log_every must be >= 1"),
     ("train.eval_every=-1", r"train\.eval_every must be >= 0"),
     ("train.val_ids=-1", r"train\.val_ids must be >= 0"),
+    ("train.divergence_factor=-2", r"train\.divergence_factor must be >= 0"),
     ("eval.trials=11", r"eval\.trials must be in 1\.\.10, got 11"),
     ("eval.batch_size=0", r"eval\.batch_size must be >= 1, got 0"),
     ("eval.max_rank=0", r"eval\.max_rank must be >= 1, got 0"),

@@ -53,6 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="continue the run in RUN_DIR from checkpoints/last.pt, with its config.yaml",
     )
     p.add_argument(
+        "--extend",
+        action="store_true",
+        help="with --resume: allow train.epochs=N beyond the run's schedule (recorded in "
+        "train.log, metrics.jsonl and the checkpoints); without it a longer schedule is refused",
+    )
+    p.add_argument(
         "--trials",
         metavar="SPEC",
         help="RegDB: train one model per trial into RUN_DIR/trial_<t> and aggregate "
@@ -135,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              bool(args.resume))
     from df2am.engine import train
 
-    result = train(cfg, run_dir, resume=bool(args.resume))
+    result = train(cfg, run_dir, resume=bool(args.resume), extend=bool(args.extend))
     from df2am.engine.distributed import env_world
 
     if env_world()[0] == 0:

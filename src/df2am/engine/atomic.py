@@ -16,6 +16,10 @@ its previous content. Every writer of the engine goes through here: checkpoints
 
 ``fsync=True`` also flushes the data to disk before the rename and fsyncs the directory after
 it, so that the new content (not only the name) survives a power loss.
+
+The temporary file is ``.<name>.tmp``; one left by a killed writer is replaced by the next
+write (the trainer also removes them from a run directory when it starts:
+:data:`TMP_GLOB`). Files get the user's normal permissions (``0666`` less the umask).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+#: The pattern of the temporary files written here (for cleaning up after a crash).
+TMP_GLOB = ".*.tmp"
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, fsync: bool = False) -> Iterator[Path]:
@@ -33,6 +40,10 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = False) -> Iterato
     (``fsync``: the file is fsync'ed before the rename, the directory after it)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
+    # A temp file a killed writer left would keep its mode; start from a new file, so the
+    # result has the umask's permissions (open() → 0666 & ~umask).
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
     try:
         yield tmp
         if fsync:

@@ -31,11 +31,15 @@ Usage::
 
 Writing goes to a temporary file in the same directory, which is flushed and fsync'ed before
 ``os.replace`` renames it over the target: a crash at any point leaves either the previous
-checkpoint or the new one, never a truncated file.
+checkpoint or the new one, never a truncated file. A failed write (a full disk, any I/O
+error) is a :class:`~df2am.errors.CheckpointError` naming the file and the cause; the
+previous file stays as it was. The files get the user's normal permissions (``0666`` less the
+umask).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 from collections.abc import Iterable
@@ -57,6 +61,7 @@ __all__ = [
     "load_checkpoint",
     "rng_state",
     "set_rng_state",
+    "first_non_finite",
 ]
 
 FORMAT_VERSION = 1
@@ -89,9 +94,45 @@ def save_checkpoint(path: str | os.PathLike[str], obj: dict[str, Any]) -> Path:
     (:func:`df2am.engine.atomic.atomic_write` with ``fsync=True``).
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, lambda fh: torch.save(obj, fh), fsync=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, lambda fh: torch.save(obj, fh), fsync=True)
+    except (OSError, RuntimeError) as exc:
+        os_exc = _os_error(exc)
+        if os_exc is None:
+            raise
+        name = errno.errorcode.get(os_exc.errno or 0, "I/O error")
+        kept = (f"the previous {target.name} is unchanged" if target.exists()
+                else f"{target.name} was not written")
+        raise CheckpointError(
+            f"cannot write checkpoint {target}: {os_exc.strerror or os_exc} ({name}); {kept}"
+            + ("; free disk space and resume" if os_exc.errno in (errno.ENOSPC, errno.EDQUOT)
+               else "")
+        ) from exc
     return target
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc`` (torch.save re-raises a failed write as a RuntimeError whose
+    context is the OSError), or None."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, OSError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def first_non_finite(state: dict[str, Any]) -> str | None:
+    """The first key of a model state dict whose floating-point tensor holds a NaN or an
+    infinity (one host sync per tensor; called once per checkpoint), or None."""
+    for key, value in state.items():
+        if (isinstance(value, torch.Tensor) and value.is_floating_point()
+                and not bool(torch.isfinite(value).all())):
+            return key
+    return None
 
 
 def make_checkpoint(

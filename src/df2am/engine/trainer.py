@@ -52,8 +52,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import statistics
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +74,10 @@ from df2am.config import (
 )
 from df2am.data.records import ImageRecord
 from df2am.data.validation import split_validation
+from df2am.engine import runlock
+from df2am.engine.atomic import TMP_GLOB
 from df2am.engine.checkpoint import (
+    first_non_finite,
     load_checkpoint,
     make_checkpoint,
     rng_state,
@@ -94,6 +100,7 @@ from df2am.engine.precision import (
     configure_determinism,
     make_grad_scaler,
     resolve_device,
+    resolve_precision,
     seed_everything,
 )
 from df2am.engine.results import (
@@ -103,11 +110,12 @@ from df2am.engine.results import (
     trial_result,
     write_results,
 )
-from df2am.errors import ConfigError, Df2amError
+from df2am.errors import CheckpointError, ConfigError, DatasetError, Df2amError
 from df2am.evaluation import AlignmentReport
 
 __all__ = [
     "TrainResult",
+    "TrainingDivergedError",
     "train",
     "RESUME_OVERRIDABLE",
     "run_status",
@@ -127,6 +135,17 @@ RESUME_OVERRIDABLE: tuple[str, ...] = (
     "data.num_workers",
     "data.cache_dir",
 )
+
+
+#: Steps of finite losses the divergence check's running median needs before it judges.
+DIVERGENCE_WARMUP_STEPS = 20
+#: How many recent step losses the running median is taken over.
+DIVERGENCE_WINDOW = 200
+
+
+class TrainingDivergedError(Df2amError):
+    """The training loss became non-finite or exploded (``train.divergence_factor``), or the
+    weights to checkpoint are non-finite; nothing non-finite is written."""
 
 
 @dataclass
@@ -287,6 +306,7 @@ class _Run:
     iters_per_epoch: int = 0
     imgs_per_iter: int = 0
     group_names: list[str] = field(default_factory=list)
+    recent_losses: deque[float] = field(default_factory=lambda: deque(maxlen=DIVERGENCE_WINDOW))
 
     @property
     def ckpt_dir(self) -> Path:
@@ -306,12 +326,15 @@ class TrainState:
     best: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "mAP": -math.inf})
     val_history: list[dict[str, Any]] = field(default_factory=list)
     improved: bool = False  # the last validation beat ``best``
+    history: list[dict[str, Any]] = field(default_factory=list)  # e.g. ``extend`` records
 
 
 # --------------------------------------------------------------------------- the loop
 
 
-def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainResult:
+def train(
+    cfg: Config, run_dir: str | Path, resume: bool = False, *, extend: bool = False
+) -> TrainResult:
     """Train the model of ``cfg`` into ``run_dir``, then evaluate the reported model.
 
     Args:
@@ -320,14 +343,23 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainResult
         run_dir: the run directory; a fresh run refuses one that already holds a run.
         resume: continue from ``run_dir/checkpoints/last.pt``. A finished run is left as is
             (only a missing final test evaluation is redone).
+        extend: with ``resume``, allow ``train.epochs`` above the run's recorded schedule
+            (the CLI's ``--extend``); the extension is recorded in ``train.log``,
+            ``metrics.jsonl`` (an ``extend`` record) and the checkpoints' ``history``.
 
     Returns:
         A :class:`TrainResult`.
 
     Raises:
-        ConfigError: a used run directory without ``resume``, a changed config on resume,
-            ``device=cuda`` without CUDA, ``fp16`` on the CPU, ...
-        DatasetError / CheckpointError: from the data and checkpoint layers.
+        ConfigError: a used run directory without ``resume``, a changed config on resume
+            (also a hand-edited ``config.yaml``: it must match ``last.pt``'s config), a shorter
+            schedule than already trained, a longer one without ``extend``, ``device=cuda``
+            without CUDA, ``fp16`` on the CPU, emulated bf16 without
+            ``train.allow_slow_bf16``, train/test identities that overlap, ...
+        RunLocked: another live process trains in ``run_dir`` (``run_dir/.lock``).
+        TrainingDivergedError: a non-finite or exploding loss (nothing non-finite is saved).
+        DatasetError / CheckpointError: from the data and checkpoint layers (a failed write,
+            e.g. a full disk, names the file; the previous checkpoint stays intact).
 
     Example (a tiny synthetic run on the CPU)::
 
@@ -342,19 +374,51 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainResult
     """
     cfg = config_from_dict(config_to_dict(cfg))  # private copy, re-validated
     run_dir = Path(run_dir)
+    _check_path_text(run_dir)
     device = resolve_device(cfg.train.device, _local_rank())
+    # The hardware rule of train.precision, before anything is written. The run records the
+    # concrete value (config.yaml, checkpoints): a resume on other hardware re-checks it
+    # instead of letting "auto" pick another precision mid-run.
+    requested = cfg.train.precision
+    precision, reason = resolve_precision(
+        requested, device, allow_slow_bf16=cfg.train.allow_slow_bf16
+    )
+    cfg.train.precision = precision
     ctx = init_distributed(device.type)
     file_handler: logging.Handler | None = None
+    lock: Path | None = None
+    notes: list[dict[str, Any]] = []
     try:
         if ctx.is_main:
-            file_handler = _prepare_run_dir(cfg, run_dir, resume)
+            lock = runlock.acquire(run_dir)
+            file_handler, notes = _prepare_run_dir(
+                cfg, run_dir, resume, requested=requested, extend=extend
+            )
+            logger.info("precision: %s", reason)
+            notes.insert(0, {"event": "precision", "requested": requested,
+                             "precision": precision, "reason": reason})
         barrier(ctx)
-        return _train(cfg, run_dir, resume, device, ctx)
+        return _train(cfg, run_dir, resume, device, ctx, notes)
     finally:
         if file_handler is not None:
             logging.getLogger("df2am").removeHandler(file_handler)
             file_handler.close()
+        if lock is not None:
+            runlock.release(lock)
         shutdown(ctx)
+
+
+def _check_path_text(run_dir: Path) -> None:
+    """Spaces and any Unicode are fine; a name that is not valid UTF-8 (an undecodable byte,
+    which Python holds as a surrogate) is refused: TensorBoard, the logs and results.json
+    store the path as text."""
+    try:
+        str(run_dir.absolute()).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            f"run directory {os.fsencode(run_dir)!r}: the name is not valid UTF-8 (TensorBoard, "
+            "train.log and results.json store it as text); choose another --out"
+        ) from None
 
 
 def _local_rank() -> int:
@@ -363,18 +427,18 @@ def _local_rank() -> int:
     return env_world()[2]
 
 
-def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> logging.Handler:
+def _prepare_run_dir(
+    cfg: Config, run_dir: Path, resume: bool, *, requested: str, extend: bool
+) -> tuple[logging.Handler, list[dict[str, Any]]]:
+    """Rank 0, holding the run lock: the fresh/resume checks, ``config.yaml``, ``train.log``,
+    the removal of a killed writer's temp files; the records for ``metrics.jsonl``."""
     status = run_status(run_dir)
     finished = status in ("trained", "finished")
+    notes: list[dict[str, Any]] = []
     if resume:
         if status == "empty":
             raise ConfigError(f"--resume {run_dir}: no run there (no config.yaml / checkpoints)")
-        saved_path = run_dir / "config.yaml"
-        if saved_path.is_file():
-            import yaml
-
-            saved = yaml.safe_load(saved_path.read_text()) or {}
-            _check_resume_config(cfg, run_dir, saved)
+        notes = _check_resume(cfg, run_dir, requested=requested, extend=extend)
     elif status != "empty":
         what = "a finished run" if finished else "an unfinished run"
         raise ConfigError(
@@ -383,7 +447,7 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> logging.Handle
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    handler = logging.FileHandler(run_dir / "train.log")
+    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     )
@@ -391,11 +455,97 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> logging.Handle
     df2am_logger.addHandler(handler)
     if df2am_logger.getEffectiveLevel() > logging.INFO:
         df2am_logger.setLevel(logging.INFO)
-    return handler
+    _remove_debris(run_dir)
+    for note in notes:
+        if note["event"] == "extend":
+            logger.warning(
+                "%s: extending the run from %d to %d epochs (--extend), after epoch %d",
+                run_dir, note["from_epochs"], note["to_epochs"], note["at_epoch"],
+            )
+    return handler, notes
+
+
+def _remove_debris(run_dir: Path) -> None:
+    """Remove the ``.<name>.tmp`` files a killed write left in the run dir and checkpoints/
+    (we hold the run lock: no writer of this run is alive)."""
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for tmp in sorted(folder.glob(TMP_GLOB)) if folder.is_dir() else []:
+            if tmp.is_file():
+                tmp.unlink()
+                logger.warning("removed %s (left by an interrupted write)", tmp)
+
+
+def _saved_config(path: Path, what: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the run's {what} ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: the run's {what} is not a mapping")
+    return doc
+
+
+def _check_resume(
+    cfg: Config, run_dir: Path, *, requested: str, extend: bool
+) -> list[dict[str, Any]]:
+    """The resume checks: ``cfg`` vs ``config.yaml``, ``config.yaml`` vs ``last.pt``'s config
+    (a hand edit), the schedule (never shorter than trained; longer only with ``extend``).
+    Returns the ``extend`` record when the run is extended."""
+    saved_path = run_dir / "config.yaml"
+    last_path = run_dir / "checkpoints" / "last.pt"
+    saved: dict[str, Any] | None = None
+    if saved_path.is_file():
+        saved = _saved_config(saved_path, "config.yaml")
+        train_sec = saved.get("train")
+        # A run from before precision was recorded resolved: its "auto" is what was asked.
+        if isinstance(train_sec, dict) and train_sec.get("precision") == requested:
+            saved = {**saved, "train": {**train_sec, "precision": cfg.train.precision}}
+        _check_resume_config(cfg, run_dir, saved)
+    ckpt = load_checkpoint(last_path) if last_path.is_file() else None
+    if ckpt is None:
+        return []
+    if saved is not None:
+        yaml_cfg = complete_config_dict(saved, source=str(saved_path))
+        ckpt_cfg = complete_config_dict(dict(ckpt["config"]), source=str(last_path))
+        # Keys a resume may change legitimately were rewritten in config.yaml by an earlier
+        # resume that crashed before its first checkpoint.
+        edited = [k for k in _config_diff(yaml_cfg, ckpt_cfg) if k not in RESUME_OVERRIDABLE]
+        if edited:
+            raise ConfigError(
+                f"{saved_path} differs from the config the run trained with "
+                f"({last_path}) in: {', '.join(edited)} — was config.yaml edited by hand? "
+                "Restore it, or start a new run (another --out) with the new settings"
+            )
+    trained = int(ckpt["epoch"])
+    planned = int(ckpt["config"].get("train", {}).get("epochs", trained))
+    want = cfg.train.epochs
+    if want < trained:
+        raise ConfigError(
+            f"{run_dir}: train.epochs={want} but the run has already trained {trained} "
+            "epochs; a schedule cannot be shortened on resume (the epoch_XXX.pt checkpoints "
+            "hold earlier epochs)"
+        )
+    if want > planned:
+        if not extend:
+            raise ConfigError(
+                f"{run_dir}: train.epochs={want} extends the run's schedule of {planned} "
+                f"epochs ({trained} trained); pass --extend to do so (it is recorded in the "
+                "run), or resume with the run's own train.epochs"
+            )
+        return [{"event": "extend", "from_epochs": planned, "to_epochs": want,
+                 "at_epoch": trained, "time": time.time()}]
+    return []
 
 
 def _train(
-    cfg: Config, run_dir: Path, resume: bool, device: torch.device, ctx: DistContext
+    cfg: Config,
+    run_dir: Path,
+    resume: bool,
+    device: torch.device,
+    ctx: DistContext,
+    notes: list[dict[str, Any]] | None = None,
 ) -> TrainResult:
     """The phases of a run: restore what a resume continues, build, restore the state, then
     per epoch train / validate / checkpoint, and finish (the reported model, the test)."""
@@ -409,8 +559,12 @@ def _train(
         return _finish_existing(cfg, run_dir, device, ctx, start_epoch)
     run = _build(cfg, run_dir, device, ctx)
     state = _restore(run, ckpt, resume)
+    notes = notes or []
+    state.history += [n for n in notes if n["event"] == "extend"]
     _log_plan(run)
     with MetricsLogger(run_dir, enabled=ctx.is_main) as mlog:
+        for note in notes:
+            mlog.write(note)
         for epoch in range(state.start_epoch, cfg.train.epochs):
             _epoch(run, state, mlog, epoch)
             _validate_epoch(run, state, mlog)
@@ -437,6 +591,8 @@ def _build(cfg: Config, run_dir: Path, device: torch.device, ctx: DistContext) -
     if not cfg.data.root:
         raise ConfigError("data.root is empty: give the dataset folder, e.g. data.root=/data/SYSU")
     records = train_records(cfg.data.dataset, cfg.data.root, trial=cfg.data.trial)
+    if cfg.train.final_eval and ctx.is_main:
+        _check_test_split(cfg, records, device)
     records, val_query, val_gallery = split_validation(records, cfg.train.val_ids)
     cache_dir = resolve_cache_dir(cfg, run_dir)
     loader = _build_loader(cfg, records, cache_dir, ctx)
@@ -451,6 +607,44 @@ def _build(cfg: Config, run_dir: Path, device: torch.device, ctx: DistContext) -
         scaler=make_grad_scaler(device, cfg.train.precision),
     )
     return run
+
+
+def _check_test_split(cfg: Config, records: list[ImageRecord], device: torch.device) -> None:
+    """The final evaluation's test split, built now (a missing test folder or a bad split file
+    fails before epoch 1), and the train/test identity overlap check.
+
+    Identities are compared where both sides carry the dataset's own ids: SYSU-MM01 (and any
+    dataset whose training pids are its own ids) by ``pid``; RegDB, whose idx labels are per
+    split, by the images' person folders; LLCM's training lines carry labels only: skipped.
+    """
+    from df2am.data.datasets import get_dataset
+    from df2am.engine.evaluator import _build_split, _resolve_options
+
+    opts = _resolve_options(
+        cfg, None, device=device, dataset=None, batch_size=None, feature=None, flip=None,
+        split_file=None, given={},
+    )
+    test = _build_split(cfg, opts, mode=None, sampler=None, shots=None, trials=None,
+                        direction=None)
+    ds = get_dataset(cfg.data.dataset)
+    if ds.name == "llcm":
+        logger.debug("LLCM: training records carry labels only; no train/test id overlap check")
+        return
+
+    def ident(r: ImageRecord) -> Any:
+        return r.path.rsplit("/", 1)[0] if ds.name == "regdb" else r.pid
+
+    train_ids = {ident(r) for r in records}
+    test_ids = {ident(r) for q, g in test.splits for r in (*q, *g)}
+    common = sorted(train_ids & test_ids, key=str)
+    if common:
+        shown = ", ".join(map(str, common[:5])) + (" ..." if len(common) > 5 else "")
+        what = "person folder(s)" if ds.name == "regdb" else "id(s)"
+        raise DatasetError(
+            f"{ds.title} at {cfg.data.root}: {len(common)} training {what} also in the test "
+            f"split (trials {test.trial_ids}): {shown}; the training and test identities "
+            "must be disjoint (check the split files)"
+        )
 
 
 def _build_loader(
@@ -516,6 +710,7 @@ def _restore(run: _Run, ckpt: dict[str, Any] | None, resume: bool) -> TrainState
             f"{run.last_path}: checkpoint has {ckpt['num_classes']} classes, the data "
             f"{run.num_classes}; did data.root change to another dataset?"
         )
+    _check_weights(run, ckpt["model"])
     run.model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
@@ -528,8 +723,54 @@ def _restore(run: _Run, ckpt: dict[str, Any] | None, resume: bool) -> TrainState
     state.start_epoch = state.epoch = int(ckpt["epoch"])
     state.best = dict(ckpt.get("val_best") or state.best)
     state.val_history = list(ckpt.get("val_history") or [])
+    state.history = list(ckpt.get("history") or [])
     logger.info("resuming %s after epoch %d", run.run_dir, state.start_epoch)
+    if run.ctx.is_main:
+        _rewrite_epoch_checkpoint(run, ckpt)
     return state
+
+
+def _check_weights(run: _Run, saved: dict[str, Any]) -> None:
+    """The checkpoint's weights against a model built from the config: the first key that is
+    missing, unexpected or of another shape is named."""
+    built = run.model.state_dict()
+    for key, value in built.items():
+        if key not in saved:
+            problem = f"lacks '{key}'"
+        elif tuple(saved[key].shape) != tuple(value.shape):
+            problem = (f"has '{key}' of shape {tuple(saved[key].shape)}, the config's model "
+                       f"{tuple(value.shape)}")
+        else:
+            continue
+        break
+    else:
+        extra = [k for k in saved if k not in built]
+        if not extra:
+            return
+        problem = f"has '{extra[0]}', which the config's model does not"
+    raise CheckpointError(
+        f"{run.last_path}: the weights do not match the config's model (ResNet-"
+        f"{run.cfg.model.depth}, {run.num_classes} classes): the checkpoint {problem}; "
+        "resume with the config the run was trained with"
+    )
+
+
+def _rewrite_epoch_checkpoint(run: _Run, ckpt: dict[str, Any]) -> None:
+    """A kill between ``last.pt`` and ``epoch_XXX.pt`` leaves the latter missing (or, from
+    older writers, truncated): write it again from ``last.pt``'s state."""
+    done = int(ckpt["epoch"])
+    planned = int(ckpt["config"].get("train", {}).get("epochs", done))
+    if done % max(run.cfg.train.checkpoint_every, 1) != 0 and done != planned:
+        return
+    path = run.ckpt_dir / f"epoch_{done:03d}.pt"
+    if path.is_file():
+        try:
+            if int(load_checkpoint(path)["epoch"]) == done:
+                return
+        except CheckpointError as exc:
+            logger.warning("%s", exc)
+    save_checkpoint(path, ckpt)
+    logger.warning("rewrote %s from %s (its write was interrupted)", path, run.last_path)
 
 
 def _log_plan(run: _Run) -> None:
@@ -568,14 +809,17 @@ def _epoch(run: _Run, state: TrainState, mlog: MetricsLogger, epoch: int) -> Non
 class _LossSums:
     """Device-side sums of the loss and its parts: no host sync until they are read."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, keep_steps: bool = False) -> None:
         self.device = device
         self.total = torch.zeros((), device=device)
         self.parts: dict[str, torch.Tensor] = {}
         self.n = 0
+        self.steps: list[torch.Tensor] | None = [] if keep_steps else None
 
     def add(self, total: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
         self.total += total
+        if self.steps is not None:
+            self.steps.append(total)
         for k, v in parts.items():
             self.parts[k] = self.parts.get(k, torch.zeros((), device=self.device)) + v
         self.n += 1
@@ -601,7 +845,7 @@ def _train_epoch(run: _Run, mlog: MetricsLogger, *, epoch: int) -> dict[str, Any
         dynamic_ncols=True,
         leave=False,
     )
-    window, ep = _LossSums(run.device), _LossSums(run.device)
+    window, ep = _LossSums(run.device, keep_steps=True), _LossSums(run.device)
     start = time.perf_counter()
     win_start = start
     for batch in run.loader:
@@ -615,7 +859,7 @@ def _train_epoch(run: _Run, mlog: MetricsLogger, *, epoch: int) -> dict[str, Any
             now = time.perf_counter()
             loss, img_s = _log_window(run, mlog, window, epoch, ep.n, lrs, now - win_start)
             bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{img_s:.0f}")
-            window = _LossSums(run.device)
+            window = _LossSums(run.device, keep_steps=True)
             win_start = now
     bar.close()
     if ep.n == 0:
@@ -656,13 +900,11 @@ def _log_window(
     lrs: dict[str, float],
     seconds: float,
 ) -> tuple[float, float]:
-    """The ``train`` record of one log window (the window's one host sync); (loss, img/s)."""
-    loss = window.total.item() / window.n
-    if not math.isfinite(loss):
-        raise Df2amError(
-            f"the training loss became {loss} at epoch {epoch + 1}, iteration {it}; "
-            "lower optim.lr or use train.precision=fp32"
-        )
+    """The ``train`` record of one log window (the window's one host sync: its per-step
+    losses, which the divergence check reads); (loss, img/s)."""
+    steps = torch.stack(window.steps).tolist() if window.steps else [window.total.item()]
+    _check_divergence(run, mlog, steps, epoch, it - len(steps) + 1, lrs)
+    loss = math.fsum(steps) / window.n
     iters = run.iters_per_epoch
     rec = {
         "event": "train",
@@ -676,6 +918,45 @@ def _log_window(
     }
     mlog.write(rec, step=epoch * iters + it)
     return loss, rec["img_per_s"]
+
+
+def _check_divergence(
+    run: _Run,
+    mlog: MetricsLogger,
+    steps: list[float],
+    epoch: int,
+    first_it: int,
+    lrs: dict[str, float],
+) -> None:
+    """:class:`TrainingDivergedError` on a non-finite step loss, or (``train.divergence_factor``
+    f > 0) one above f × the running median of the last :data:`DIVERGENCE_WINDOW` step losses
+    (judged after :data:`DIVERGENCE_WARMUP_STEPS` steps; the median restarts on resume)."""
+    factor = float(run.cfg.train.divergence_factor)
+    recent = run.recent_losses
+    for i, value in enumerate(steps):
+        if not math.isfinite(value):
+            why = f"the loss became {value}"
+        elif factor > 0 and len(recent) >= DIVERGENCE_WARMUP_STEPS and (
+            value > factor * (median := statistics.median(recent))
+        ):
+            why = (f"the loss {value:.4g} exceeds train.divergence_factor={factor:g} x its "
+                   f"running median {median:.4g}")
+        else:
+            recent.append(value)
+            continue
+        it = first_it + i
+        lr = ", ".join(f"{k} {v:.3g}" for k, v in lrs.items())
+        hint = (f"; with train.precision={run.cfg.train.precision} also try fp32"
+                if run.cfg.train.precision != "fp32" else "")
+        mlog.write({"event": "diverged", "epoch": epoch + 1, "iter": it, "loss": value,
+                    "lr": lrs}, step=epoch * run.iters_per_epoch + it)
+        raise TrainingDivergedError(
+            f"training diverged at epoch {epoch + 1}, step {it}/{run.iters_per_epoch}: {why}. "
+            f"Likely cause: a learning rate too high for this run (current lr: {lr}; "
+            f"optim.lr={run.cfg.optim.lr:g}): lower optim.lr or lengthen "
+            f"optim.warmup_epochs{hint}. Epoch {epoch + 1} was not checkpointed; "
+            f"{run.last_path} holds the last finished epoch"
+        )
 
 
 def _epoch_stats(
@@ -739,6 +1020,13 @@ def _checkpoint(run: _Run, state: TrainState) -> None:
     rngs = gather_objects(rng_state(), run.ctx)
     done = state.epoch
     if run.ctx.is_main:
+        bad = first_non_finite(run.model.state_dict())
+        if bad is not None:
+            raise TrainingDivergedError(
+                f"epoch {done}: the model's '{bad}' holds NaN/inf values; not writing a "
+                f"checkpoint of non-finite weights ({run.last_path} keeps epoch {done - 1}). "
+                f"Lower optim.lr (now {run.cfg.optim.lr:g})"
+            )
         ckpt = make_checkpoint(
             run.model,
             run.num_classes,
@@ -749,7 +1037,8 @@ def _checkpoint(run: _Run, state: TrainState) -> None:
             run.loader.state_dict(),
             rngs,
             run.scaler,
-            {"val_best": state.best, "val_history": state.val_history},
+            {"val_best": state.best, "val_history": state.val_history,
+             "history": state.history},
         )
         save_checkpoint(run.last_path, ckpt)
         if done % max(run.cfg.train.checkpoint_every, 1) == 0 or done == run.cfg.train.epochs:
