@@ -245,3 +245,10 @@ def test_non_utf8_root_cli_prints_plainly(capsys, tmp_path: Path, make_sysu_tree
     assert main(["data", "verify", "--dataset", "sysu", "--root", str(root)]) == 1
     out = capsys.readouterr().out
     assert "SYSU \\xff café" in out and "0001.jpg" in out
+
+
+def test_zero_workers_is_an_error(sysu_root: Path) -> None:
+    from df2am.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--workers must be >= 1"):
+        verify_dataset("sysu", sysu_root, workers=0)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from df2am.data.datasets import get_dataset
 from df2am.data.datasets.base import CountRow, Problem, VerifyReport
+from df2am.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ def _decode_all(report: VerifyReport, images: Iterable[Path], workers: int | Non
             "are not detected"
         )
     paths = sorted(set(images))
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1 decoding threads, got {workers}")
     workers = workers or min(8, os.cpu_count() or 2)
     logger.info("decoding %d images with %d threads", len(paths), workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -394,6 +394,8 @@ def _resolve_options(
     ev.check_rerank()
     feature = feature or cfg.model.test_feature
     flip = cfg.model.flip_test if flip is None else flip
+    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     batch_size = batch_size or ev.batch_size
     split = split_file if split_file is not None else ev.split_file
     if ev.max_rank < 20:
