@@ -36,8 +36,22 @@ Choices, each documented where it is made:
   rank's) and GradScaler state; the sampler and the loader's augmentation are functions of
   (seed, epoch, rank), so a resumed run reproduces the uninterrupted one (bitwise on the CPU in
   ``train.deterministic`` mode). Resuming uses the config saved in the run directory; only
-  :data:`RESUME_OVERRIDABLE` keys may differ (``train.epochs`` extends a run; the others say
-  where it runs and do not change the arithmetic).
+  :data:`RESUME_OVERRIDABLE` keys may differ (the others say where it runs and do not change
+  the arithmetic). A resume refuses a ``config.yaml`` edited by hand (naming the keys), weights
+  that do not fit the config, and a shorter schedule; a longer ``train.epochs`` needs
+  ``extend=True`` (``df2am train --resume RUN --extend train.epochs=N``) and is recorded in
+  train.log, metrics.jsonl and the checkpoints' ``history``.
+* Phases: ``_train`` reads build → restore → (epoch → validate → checkpoint)* → finish, as
+  fast-reid's trainer does; what they share is one ``_Run`` (fixed) and one ``TrainState``.
+* Before epoch 1: the precision is resolved (``precision=auto``; emulated bf16 refused unless
+  ``train.allow_slow_bf16``), the final test split is built (a missing test folder fails now,
+  not after training) and train/test identities must not overlap.
+* Safety: a run lock (``RUN/.lock``, pid + host; a stale one is replaced) refuses a second
+  process on one run directory; leftover ``.*.tmp`` files are removed at start and an epoch
+  checkpoint a kill interrupted is rewritten on resume; checkpoints get the umask's
+  permissions; a disk-full write names the file and keeps the previous checkpoint; a
+  non-finite loss, or one above ``train.divergence_factor`` × the running median, stops the
+  run naming epoch, step and learning rate, and non-finite weights are never checkpointed.
 * Host syncs: loss terms are accumulated as device tensors and read (``.item()``) only every
   ``train.log_every`` iterations and at the end of each epoch.
 * DDP: every rank trains on its own identities of each batch step (the identity-sharding
