@@ -152,7 +152,10 @@ class RunState:
         if not isinstance(results, dict) or "protocol" not in results:
             raise DatasetError(f"{path}: not an evaluation results.json (no 'protocol')")
         state = cls(results, Path(root).resolve() if root else None, path)
-        ckpt = checkpoint or results.get("checkpoint")
+        # The run's model: --checkpoint (given for the run), else the one results.json names
+        # (df2am eval), else a training run's own model_final.pt beside it.
+        beside = path.parent / "model_final.pt"
+        ckpt = checkpoint or results.get("checkpoint") or (beside if beside.is_file() else None)
         if state.root is not None and ckpt:
             ck = Path(ckpt)
             if not ck.is_absolute() and not ck.is_file():
