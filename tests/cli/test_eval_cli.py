@@ -128,3 +128,19 @@ def test_evaluate_checkpoint_api_matches_cli(setup, tmp_path: Path):
     cli = json.loads((tmp_path / "cli" / "results.json").read_text())
     for key in KEYS:
         assert cli[key] == pytest.approx(doc[key], abs=1e-9)
+
+
+def test_an_io_error_is_a_plain_message_naming_the_file(monkeypatch, capsys, tmp_path):
+    """Disk full (or any OSError) while a command writes: one line naming the file, exit 2."""
+    import errno
+
+    from df2am.cli import data_commands, main
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "x.jpg"))
+
+    monkeypatch.setattr("df2am.data.synthetic.write_synthetic", full)
+    assert main(["data", "synth", "--layout", "sysu", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {tmp_path / 'out' / 'x.jpg'}: No space left on device"
+    assert "Traceback" not in err and data_commands

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from df2am import __version__
@@ -61,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         from df2am.data.images import printable  # file names may hold non-UTF-8 bytes
 
         print(f"error: {printable(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # Disk full, permission denied, a vanished file while writing config.yaml, logs or
+        # results: a plain message naming the file and the cause, not a traceback.
+        from df2am.data.images import printable
+
+        where = f"{os.fsdecode(exc.filename)}: " if exc.filename else ""
+        print(printable(f"error: {where}{exc.strerror or exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
