@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as exc:
         # Disk full, permission denied, a vanished file while writing config.yaml, logs or
-        # results: a plain message naming the file and the cause, not a traceback.
+        # results: a plain message naming the file and the cause (-v keeps the traceback).
+        if args.verbose:
+            raise
         from df2am.data.images import printable
 
         where = f"{os.fsdecode(exc.filename)}: " if exc.filename else ""
