@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from df2am.cli import main
-from df2am.config import Config, ModelConfig, config_to_dict
+from df2am.config import Config, ModelConfig
 from df2am.data.synthetic import write_synthetic
-from df2am.engine.checkpoint import FORMAT_VERSION, save_checkpoint
 from df2am.models import build_model
+from tiny import save_model
 
 KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 
@@ -29,19 +29,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     cfg.eval.trials = 3
     torch.manual_seed(0)
     model = build_model(cfg.model, num_classes=5)
-    ckpt = {
-        "format_version": FORMAT_VERSION,
-        "model": model.state_dict(),
-        "num_classes": 5,
-        "config": config_to_dict(cfg),
-        "epoch": 1,
-        "optimizer": None,
-        "scheduler": None,
-        "sampler": None,
-        "rng": None,
-        "scaler": None,
-    }
-    path = save_checkpoint(base / "run" / "model_final.pt", ckpt)
+    path = save_model(base / "run" / "model_final.pt", model, cfg, 5)
     return path, root
 
 

@@ -15,13 +15,10 @@ from pathlib import Path
 import faiss  # noqa: E402, F401
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from df2am.cli import main
-from df2am.config import Config, ModelConfig
 from df2am.engine.api import extract_features, load_model, search
-from df2am.engine.checkpoint import FORMAT_VERSION, save_checkpoint
 from df2am.engine.features import list_images, load_features, save_features
 from df2am.engine.index import (
     SearchIndexError,
@@ -30,9 +27,7 @@ from df2am.engine.index import (
     import_faiss,
     load_index,
 )
-from df2am.models import build_model
-
-H, W = 32, 16
+from tiny import H, W, make_checkpoint
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
@@ -40,21 +35,6 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, s
     rc = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return rc, out, err
-
-
-def make_checkpoint(path: Path, seed: int, height: int = H) -> Path:
-    cfg = Config()
-    cfg.model = ModelConfig(depth=18, num_parts=2, pretrained="none")
-    cfg.data.height, cfg.data.width = height, W
-    torch.manual_seed(seed)
-    model = build_model(cfg.model, num_classes=4)
-    from df2am.config import config_to_dict
-
-    save_checkpoint(path, {"format_version": FORMAT_VERSION, "model": model.state_dict(),
-                           "num_classes": 4, "config": config_to_dict(cfg), "epoch": 1,
-                           "optimizer": None, "scheduler": None, "sampler": None, "rng": None,
-                           "scaler": None})
-    return path
 
 
 @pytest.fixture(scope="module")

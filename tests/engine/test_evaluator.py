@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from df2am.config import Config, ModelConfig
 from df2am.data import transforms
 from df2am.data.datasets.regdb import regdb_test
 from df2am.data.datasets.sysu import sysu_gallery, sysu_query
@@ -25,29 +24,13 @@ from df2am.engine.evaluator import (
 from df2am.errors import ConfigError, DatasetError
 from df2am.evaluation import EvalResult, aggregate_trials, evaluate_features
 from df2am.models import build_model
-
-H, W = 32, 16
+from tiny import H, W, make_sysu, tiny_config
 
 
 def _image(rng: np.random.Generator, path: Path, base: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     noise = rng.integers(-40, 40, size=(H, W, 3))
     Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(path)
-
-
-def make_sysu(root: Path, per_folder: int = 3) -> Path:
-    """A tiny SYSU-MM01 tree: train ids 1-2, val id 3, test ids 4-6, every camera present."""
-    rng = np.random.default_rng(0)
-    for pid in range(1, 7):
-        base = rng.integers(40, 215, size=3)
-        for cam in range(1, 7):
-            for n in range(1, per_folder + 1):
-                _image(rng, root / f"cam{cam}" / f"{pid:04d}" / f"{n:04d}.jpg", base)
-    (root / "exp").mkdir()
-    (root / "exp/train_id.txt").write_text("1,2")
-    (root / "exp/val_id.txt").write_text("3")
-    (root / "exp/test_id.txt").write_text("4,5,6")
-    return root
 
 
 def make_regdb(root: Path, trial: int = 1) -> Path:
@@ -66,17 +49,6 @@ def make_regdb(root: Path, trial: int = 1) -> Path:
     for key, rows in lines.items():
         (root / "idx" / f"{key}_{trial}.txt").write_text("\n".join(rows) + "\n")
     return root
-
-
-def tiny_config(dataset: str = "sysu") -> Config:
-    cfg = Config()
-    cfg.model = ModelConfig(depth=18, num_parts=2)
-    cfg.data.dataset = dataset  # type: ignore[assignment]
-    cfg.data.height, cfg.data.width = H, W
-    cfg.data.num_workers = 0
-    cfg.eval.batch_size = 16
-    cfg.eval.trials = 3
-    return cfg
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,8 @@ pytest.importorskip("onnxscript")
 
 import df2am.cli as cli  # noqa: E402
 from df2am import __version__  # noqa: E402
-from df2am.config import Config, ModelConfig, config_to_dict  # noqa: E402
+from df2am.config import Config, ModelConfig  # noqa: E402
 from df2am.data.transforms import TestTransform  # noqa: E402
-from df2am.engine.checkpoint import FORMAT_VERSION, save_checkpoint  # noqa: E402
 from df2am.engine.export import (  # noqa: E402
     ExportError,
     check_parity,
@@ -28,6 +27,7 @@ from df2am.engine.export import (  # noqa: E402
 )
 from df2am.errors import ConfigError  # noqa: E402
 from df2am.models import build_model  # noqa: E402
+from tiny import save_model
 
 H, W = 32, 16
 TOL = 1e-4
@@ -131,19 +131,7 @@ def checkpoint(model, tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = Config()
     cfg.model = ModelConfig(depth=18, num_parts=2)
     cfg.data.height, cfg.data.width = H, W
-    ckpt = {
-        "format_version": FORMAT_VERSION,
-        "model": model.state_dict(),
-        "num_classes": 5,
-        "config": config_to_dict(cfg),
-        "epoch": 1,
-        "optimizer": None,
-        "scheduler": None,
-        "sampler": None,
-        "rng": None,
-        "scaler": None,
-    }
-    return save_checkpoint(tmp_path_factory.mktemp("run") / "model_final.pt", ckpt)
+    return save_model(tmp_path_factory.mktemp("run") / "model_final.pt", model, cfg, 5)
 
 
 def test_cli_export_with_flip_end_to_end(model, checkpoint, tmp_path, capsys):

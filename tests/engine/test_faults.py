@@ -20,29 +20,11 @@ from df2am.engine import runlock, trainer
 from df2am.engine.checkpoint import load_checkpoint, save_checkpoint
 from df2am.engine.logging_utils import read_metrics
 from df2am.errors import CheckpointError, ConfigError, DatasetError
+from tiny import TINY_TRAIN
 
-TINY = [
-    "data.height=32",
-    "data.width=16",
-    "data.pad=2",
-    "data.num_workers=0",
-    "model.depth=18",
-    "model.num_parts=2",
-    "sampler.num_ids=2",
-    "sampler.num_per_modality=2",
-    "train.device=cpu",
-    "train.epochs=1",
-    "train.max_iters_per_epoch=1",
-    "train.log_every=1",
-    "train.checkpoint_every=1",
-    "train.final_eval=false",
-    "optim.lr=0.01",
-    "optim.warmup_epochs=1",
-    "optim.milestones=[1]",
-    "eval.trials=1",
-    "eval.batch_size=64",
-    "data.cache_dir=none",
-]
+# One epoch of one iteration, no final test, no image cache.
+TINY = [*TINY_TRAIN, "train.epochs=1", "train.max_iters_per_epoch=1", "train.final_eval=false",
+        "optim.warmup_epochs=1", "data.cache_dir=none"]
 
 
 @pytest.fixture(scope="module")

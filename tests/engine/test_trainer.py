@@ -18,29 +18,11 @@ from df2am.engine.logging_utils import read_metrics
 from df2am.engine.optim import build_optimizer, build_scheduler, lr_factor
 from df2am.engine.precision import autocast_context, autocast_dtype, resolve_device
 from df2am.errors import ConfigError
+from tiny import TINY_TRAIN  # noqa: E402
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
-TINY = [
-    "data.height=32",
-    "data.width=16",
-    "data.pad=2",
-    "data.num_workers=0",
-    "model.depth=18",
-    "model.num_parts=2",  # 32×16 input → a 2×1 feature map with last stride 1
-    "sampler.num_ids=2",
-    "sampler.num_per_modality=2",
-    "train.device=cpu",
-    "train.epochs=2",
-    "train.max_iters_per_epoch=2",
-    "train.log_every=1",
-    "train.checkpoint_every=1",
-    "optim.lr=0.01",
-    "optim.warmup_epochs=2",
-    "optim.milestones=[1]",
-    "eval.trials=1",
-    "eval.batch_size=64",
-]
+TINY = TINY_TRAIN
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,8 @@ import torch
 from PIL import Image
 
 from df2am import cli
-from df2am.config import Config, ModelConfig, config_to_dict
+from df2am.config import Config
 from df2am.data.datasets.sysu import sysu_gallery, sysu_query
-from df2am.engine.checkpoint import FORMAT_VERSION, save_checkpoint
 from df2am.engine.evaluator import extract_records
 from df2am.engine.visualize import (
     CORRECT_COLOR,
@@ -24,40 +23,12 @@ from df2am.engine.visualize import (
     visualize,
 )
 from df2am.models import build_model
-
-H, W = 32, 16
-
-
-def _image(rng: np.random.Generator, path: Path, base: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    noise = rng.integers(-40, 40, size=(H, W, 3))
-    Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(path)
-
-
-def make_sysu(root: Path, per_folder: int = 3) -> Path:
-    """A tiny SYSU-MM01 tree: train ids 1-2, val id 3, test ids 4-6, every camera present."""
-    rng = np.random.default_rng(0)
-    for pid in range(1, 7):
-        base = rng.integers(40, 215, size=3)
-        for cam in range(1, 7):
-            for n in range(1, per_folder + 1):
-                _image(rng, root / f"cam{cam}" / f"{pid:04d}" / f"{n:04d}.jpg", base)
-    (root / "exp").mkdir()
-    (root / "exp/train_id.txt").write_text("1,2")
-    (root / "exp/val_id.txt").write_text("3")
-    (root / "exp/test_id.txt").write_text("4,5,6")
-    return root
+from tiny import H, W, make_sysu, save_model
+from tiny import tiny_config as _tiny_config
 
 
 def tiny_config(df2: bool = True) -> Config:
-    cfg = Config()
-    cfg.model = ModelConfig(depth=18, num_parts=2, df2_module=df2,
-                            test_feature="fused" if df2 else "bn_global")
-    cfg.data.dataset = "sysu"  # type: ignore[assignment]
-    cfg.data.height, cfg.data.width = H, W
-    cfg.data.num_workers = 0
-    cfg.eval.batch_size = 16
-    return cfg
+    return _tiny_config(df2=df2)
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +51,7 @@ def drawn(sysu_root: Path, model: torch.nn.Module, tmp_path_factory: pytest.Temp
 
 
 def _checkpoint(model: torch.nn.Module, cfg: Config, path: Path) -> Path:
-    save_checkpoint(path, {
-        "format_version": FORMAT_VERSION, "model": model.state_dict(), "num_classes": 3,
-        "config": config_to_dict(cfg), "epoch": 1, "optimizer": None, "scheduler": None,
-        "sampler": None, "rng": None, "scaler": None,
-    })
-    return path
+    return save_model(path, model, cfg, num_classes=3)
 
 
 def _main(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
