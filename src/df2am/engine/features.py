@@ -333,8 +333,9 @@ def _forward(model: torch.nn.Module, batch: torch.Tensor, modality: str, feature
         return run()
     with torch.autocast(batch.device.type, dtype=torch.bfloat16):
         feats = torch.nn.functional.normalize(run(), dim=1)
-    # CPU bf16 kernels (torch 2.x oneDNN) were seen to return zero or NaN rows on their
-    # first calls in a process; such rows are recomputed in fp32 rather than saved.
+    # oneDNN's bf16 convolution returns wrong values (NaN/garbage) for very small feature maps
+    # on some CPUs (benchmarks/check_bf16_conv.py; docs/benchmarks.md): rows that come out
+    # non-finite or far from unit norm are recomputed in fp32, with a warning, not saved.
     bad = ~torch.isfinite(feats).all(dim=1) | (feats.norm(dim=1) < 0.5)
     if bad.any():
         logger.warning("bf16 gave %d invalid feature row(s); recomputed in fp32", int(bad.sum()))
