@@ -277,7 +277,7 @@ def _batches(files: Sequence[Path], size: tuple[int, int], batch_size: int, skip
             arrays.append(decode_resize(f, size))
         except DatasetError as exc:
             if not skip_bad:
-                raise DatasetError(f"{exc} (use --skip-bad to leave such images out)") from None
+                raise
             logger.warning("skipping unreadable image %s: %s", f, exc)
             skipped.append({"path": str(f), "error": str(exc)})
             continue
@@ -365,8 +365,11 @@ def extract_images(
     model, cfg = load_model(checkpoint, device=resolve_device(device, key="--device"))
     fingerprint, weights, pre = model_fingerprint(model, cfg)
     files = [Path(p) if Path(p).is_absolute() else root / p for p in paths]
-    feats, kept, skipped = extract_paths(model, cfg, files, modality, batch_size=batch_size,
-                                         bf16=bf16, skip_bad=skip_bad, progress=progress)
+    try:
+        feats, kept, skipped = extract_paths(model, cfg, files, modality, batch_size=batch_size,
+                                             bf16=bf16, skip_bad=skip_bad, progress=progress)
+    except DatasetError as exc:  # the folder/list verb can skip bad images; say how
+        raise DatasetError(f"{exc} (use --skip-bad to leave such images out)") from None
     logger.info("extracted %d %s images (%d skipped) from %s", len(kept), modality,
                 len(skipped), images)
     return FeatureSet(
