@@ -284,7 +284,7 @@ def test_malformed_test_id_file(llcm_root: Path, text: str, match: str) -> None:
 
 def test_id_without_any_folder(llcm_root: Path) -> None:
     (llcm_root / "idx" / "test_id.txt").write_text("12,3,77\n")
-    with pytest.raises(DatasetError, match=r"test_id\.txt, line 1: id 77 has no folder") as info:
+    with pytest.raises(DatasetError, match=r"test_id\.txt: line 1: id 77 has no folder") as info:
         _split(llcm_root, direction="v2i")
     assert "test_vis/cam<N>/0077/" in str(info.value)
 

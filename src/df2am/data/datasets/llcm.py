@@ -108,6 +108,12 @@ def parse_test_ids(path: Path) -> list[int]:
     return sorted(ids)
 
 
+def id_line(path: Path) -> int:
+    """The line number of the ids in ``idx/test_id.txt`` (its first non-blank line)."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return next((n for n, line in enumerate(lines, 1) if line.strip()), 1)
+
+
 def person_dir(modality: Modality, cam: int, pid: int) -> str:
     """Relative folder of one (modality, camera, id), e.g. ``test_nir/cam4/0012``."""
     return f"{TEST_DIRS[modality][0]}/cam{cam}/{pid:04d}"
@@ -135,15 +141,23 @@ def _record(modality: Modality, pid: int, cam: int, name: str) -> ImageRecord:
     return ImageRecord(f"{person_dir(modality, cam, pid)}/{name}", pid, cam, modality)
 
 
+def missing_id_problems(root: Path, ids: list[int]) -> list[Problem]:
+    """One problem per test id with no folder in any camera of either modality (the readers
+    raise the first, ``data verify`` lists them all)."""
+    path = root / TEST_ID_FILE
+    return [Problem(str(path), f"line {id_line(path)}: id {pid} has no folder: expected "
+                               f"test_vis/cam<N>/{pid:04d}/ or test_nir/cam<N>/{pid:04d}/")
+            for pid in ids
+            if not any((root / person_dir(m, c, pid)).is_dir()
+                       for m, (_, cams) in TEST_DIRS.items() for c in cams)]
+
+
 def _test_ids(root: Path) -> list[int]:
     """The test ids, each checked to have a folder in at least one camera."""
-    path = root / TEST_ID_FILE
-    ids = parse_test_ids(path)
-    for pid in ids:
-        if not any((root / person_dir(m, c, pid)).is_dir()
-                   for m, (_, cams) in TEST_DIRS.items() for c in cams):
-            raise DatasetError(f"{path}, line 1: id {pid} has no folder: expected "
-                               f"test_vis/cam<N>/{pid:04d}/ or test_nir/cam<N>/{pid:04d}/")
+    ids = parse_test_ids(root / TEST_ID_FILE)
+    problems = missing_id_problems(root, ids)
+    if problems:
+        raise DatasetError(str(problems[0]))
     return ids
 
 
@@ -254,7 +268,6 @@ def _verify(root: Path) -> tuple[VerifyReport, list[Path]]:
 
 
 def _verify_test(report: VerifyReport, root: Path, ids: list[int], images: list[Path]) -> None:
-    seen: set[int] = set()
     for modality, (folder, cams) in TEST_DIRS.items():
         for cam in cams:
             n_ids = n_images = 0
@@ -262,7 +275,6 @@ def _verify_test(report: VerifyReport, root: Path, ids: list[int], images: list[
                 names = list_image_names(root / person_dir(modality, cam, pid))
                 if names is None:
                     continue
-                seen.add(pid)
                 if not names:
                     report.add(root / person_dir(modality, cam, pid),
                                "empty id folder: expected at least one image (the gallery "
@@ -275,11 +287,7 @@ def _verify_test(report: VerifyReport, root: Path, ids: list[int], images: list[
         strays = sorted({int(n) for n in on_disk if n.isdigit()} - set(ids))
         if strays:
             report.notes.append(f"{folder}: folders of ids not in {TEST_ID_FILE}: {strays[:10]}")
-    for pid in ids:
-        if pid not in seen:
-            report.add(root / TEST_ID_FILE, f"line 1: id {pid} has no folder: expected "
-                                            f"test_vis/cam<N>/{pid:04d}/ or "
-                                            f"test_nir/cam<N>/{pid:04d}/")
+    report.problems.extend(missing_id_problems(root, ids))
 
 
 # ----------------------------------------------------------------------------- the dataset
