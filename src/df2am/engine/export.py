@@ -62,6 +62,7 @@ from torch import nn
 
 from df2am import __version__
 from df2am.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from df2am.engine.atomic import atomic_path
 from df2am.errors import CheckpointError, ConfigError, Df2amError
 
 __all__ = [
@@ -293,9 +294,29 @@ def export_onnx(
     dynamo = opset >= DYNAMO_MIN_OPSET
     if dynamo:
         _require("onnxscript")  # the dynamo exporter's translator: fail here with the hint
+    proto = _trace(model, modality, feature, flip, height, width, opset, dynamo)
+    meta = _metadata(model, modality, feature, flip, height, width, opset, dynamo, fingerprint)
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "df2am"
+    proto.producer_version = __version__
+    proto.doc_string = f"df2am {__version__}: {modality} stream, {feature} feature, flip={flip}"
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:  # a half-written graph never sits at OUT
+        onnx.save_model(proto, str(tmp), format="protobuf")  # not inferred from ".tmp"
+    logger.info(
+        "exported the %s stream (%s feature, flip=%s, %dx%d, opset %d) to %s (%.1f MB)",
+        modality, feature, flip, height, width, opset, out, out.stat().st_size / 1e6,
+    )
+    return out
 
+
+def _trace(model: nn.Module, modality: str, feature: str, flip: bool, height: int, width: int,
+           opset: int, dynamo: bool) -> Any:
+    """The ONNX ModelProto of the fp32 CPU inference graph; ``model`` is restored after."""
     param = next(model.parameters())
     was_training = model.training
     device, dtype = param.device, param.dtype
@@ -317,7 +338,12 @@ def export_onnx(
     got_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if got_opset != opset:
         raise ExportError(f"asked for ONNX opset {opset}, the exporter produced {got_opset}")
+    return proto
 
+
+def _metadata(model: nn.Module, modality: str, feature: str, flip: bool, height: int,
+              width: int, opset: int, dynamo: bool, fingerprint: str | None) -> dict[str, str]:
+    """What a runtime needs to feed the graph and to know what it computes."""
     meta = {
         "df2am_version": __version__,
         "modality": modality,
@@ -340,19 +366,7 @@ def export_onnx(
     }
     if fingerprint is not None:
         meta["checkpoint_sha256"] = fingerprint
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "df2am"
-    proto.producer_version = __version__
-    proto.doc_string = f"df2am {__version__}: {modality} stream, {feature} feature, flip={flip}"
-    onnx.save_model(proto, str(out))
-    logger.info(
-        "exported the %s stream (%s feature, flip=%s, %dx%d, opset %d) to %s (%.1f MB)",
-        modality, feature, flip, height, width, opset, out, out.stat().st_size / 1e6,
-    )
-    return out
+    return meta
 
 
 def read_metadata(onnx_path: str | os.PathLike[str]) -> dict[str, str]:
