@@ -42,6 +42,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
+from df2am.data.images import to_rgb
 from df2am.engine.features import IMAGE_SUFFIXES
 from df2am.engine.results import RESULTS_NAME, read_results
 from df2am.errors import ConfigError, DatasetError, Df2amError
@@ -269,6 +270,23 @@ def create_app(
         ConfigError: neither an index nor a run, or an index without a checkpoint.
         Df2amError: a file that cannot be loaded (index, checkpoint, results.json, dataset).
     """
+    _check_options(index, checkpoint, run, root, max_upload_bytes)
+    search = (SearchState.load(index, checkpoint, threshold=threshold, device=device)  # type: ignore[arg-type]
+              if index is not None else None)
+    run_state = (RunState.load(run, root, checkpoint=checkpoint if index is None else None,
+                               device=device, k=run_k) if run is not None else None)
+    app = FastAPI(title="df2am", docs_url="/api/docs", redoc_url=None)
+    app.state.search = search
+    app.state.run = run_state
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _page_routes(app, search, run_state, max_upload_bytes)
+    _search_routes(app, search, max_upload_bytes)
+    _run_routes(app, run_state)
+    return app
+
+
+def _check_options(index: Any, checkpoint: Any, run: Any, root: Any,
+                   max_upload_bytes: int) -> None:
     if index is None and run is None:
         raise ConfigError("serve needs --index INDEX --checkpoint CKPT and/or --run DIR")
     if index is not None and checkpoint is None:
@@ -279,14 +297,11 @@ def create_app(
         raise DatasetError(f"--root {root}: not a folder")
     if max_upload_bytes < 1:
         raise ConfigError(f"max upload size must be >= 1 byte, got {max_upload_bytes}")
-    search = (SearchState.load(index, checkpoint, threshold=threshold, device=device)  # type: ignore[arg-type]
-              if index is not None else None)
-    run_state = (RunState.load(run, root, checkpoint=checkpoint if index is None else None,
-                               device=device, k=run_k) if run is not None else None)
-    app = FastAPI(title="df2am", docs_url="/api/docs", redoc_url=None)
-    app.state.search = search
-    app.state.run = run_state
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+def _page_routes(app: FastAPI, search: SearchState | None, run_state: RunState | None,
+                 max_upload_bytes: int) -> None:
+    """The page and what it asks first: which views are configured."""
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:
@@ -302,15 +317,51 @@ def create_app(
                        index_type=m.get("type"), threshold=search.threshold)
         return out
 
+
+def _decode_upload(data: bytes, max_upload_bytes: int) -> Image.Image:
+    """The uploaded bytes as an RGB image (the loaders' mode rules), or a 400."""
+    if len(data) > max_upload_bytes:
+        raise HTTPException(400, f"upload too large: more than {max_upload_bytes} bytes")
+    if not data:
+        raise HTTPException(400, "empty upload")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return to_rgb(im)  # 16-bit, palette, alpha, CMYK as training decodes them
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise HTTPException(400, f"not a readable image: {exc}") from None
+
+
+def _search_page(st: SearchState, image: Image.Image, modality: str, offset: int,
+                 limit: int) -> dict[str, Any]:
+    """One page of the ranked gallery for ``image`` and the open-set verdict."""
+    total = len(st.files)
+    if offset >= total:
+        return {"results": [], "total": total, "offset": offset, "limit": limit,
+                "modality": modality, "threshold": st.threshold, "in_gallery": None}
+    try:
+        rows, dist = st.query(image, modality, min(offset + limit, total))
+    except Df2amError as exc:
+        raise HTTPException(400, str(exc)) from None
+    paths = st.index.meta["paths"]
+    results = [{"rank": i + 1, "index": int(r), "path": paths[r], "distance": float(d),
+                "url": f"/gallery/{int(r)}"}
+               for i, (r, d) in enumerate(zip(rows, dist, strict=True))
+               if r >= 0][offset:]
+    best = float(dist[0]) if len(dist) and rows[0] >= 0 else None
+    verdict = (None if st.threshold is None or best is None else best <= st.threshold)
+    return {"results": results, "total": total, "offset": offset, "limit": limit,
+            "modality": modality, "gallery_modality": st.index.meta.get("modality"),
+            "threshold": st.threshold, "best_distance": best, "in_gallery": verdict}
+
+
+def _search_routes(app: FastAPI, search: SearchState | None, max_upload_bytes: int) -> None:
+    """Upload search and the gallery thumbnails (served by index row only)."""
+
     def need_search() -> SearchState:
         if search is None:
             raise HTTPException(404, "no index configured (start with --index and --checkpoint)")
         return search
-
-    def need_run() -> RunState:
-        if run_state is None:
-            raise HTTPException(404, "no evaluation run configured (start with --run and --root)")
-        return run_state
 
     @app.post("/api/search")
     async def do_search(file: UploadFile = File(...), modality: str = Form("ir"),  # noqa: B008
@@ -320,35 +371,8 @@ def create_app(
             raise HTTPException(400, f"modality must be 'rgb' or 'ir', got {modality!r}")
         if offset < 0 or not 1 <= limit <= MAX_LIMIT:
             raise HTTPException(400, f"need offset >= 0 and 1 <= limit <= {MAX_LIMIT}")
-        data = await file.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
-            raise HTTPException(400, f"upload too large: more than {max_upload_bytes} bytes")
-        if not data:
-            raise HTTPException(400, "empty upload")
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
-                image = im.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise HTTPException(400, f"not a readable image: {exc}") from None
-        total = len(st.files)
-        if offset >= total:
-            return {"results": [], "total": total, "offset": offset, "limit": limit,
-                    "modality": modality, "threshold": st.threshold, "in_gallery": None}
-        try:
-            rows, dist = st.query(image, modality, min(offset + limit, total))
-        except Df2amError as exc:
-            raise HTTPException(400, str(exc)) from None
-        paths = st.index.meta["paths"]
-        results = [{"rank": i + 1, "index": int(r), "path": paths[r], "distance": float(d),
-                    "url": f"/gallery/{int(r)}"}
-                   for i, (r, d) in enumerate(zip(rows, dist, strict=True))
-                   if r >= 0][offset:]
-        best = float(dist[0]) if len(dist) and rows[0] >= 0 else None
-        verdict = (None if st.threshold is None or best is None else best <= st.threshold)
-        return {"results": results, "total": total, "offset": offset, "limit": limit,
-                "modality": modality, "gallery_modality": st.index.meta.get("modality"),
-                "threshold": st.threshold, "best_distance": best, "in_gallery": verdict}
+        image = _decode_upload(await file.read(max_upload_bytes + 1), max_upload_bytes)
+        return _search_page(st, image, modality, offset, limit)
 
     @app.get("/gallery/{i}")
     def gallery_image(i: int) -> FileResponse:
@@ -356,6 +380,15 @@ def create_app(
         if not 0 <= i < len(st.files) or not st.files[i].is_file():
             raise HTTPException(404, f"no gallery image {i}")
         return FileResponse(st.files[i])
+
+
+def _run_routes(app: FastAPI, run_state: RunState | None) -> None:
+    """The evaluation-run browser: summary, per-query rankings, dataset images (inside root)."""
+
+    def need_run() -> RunState:
+        if run_state is None:
+            raise HTTPException(404, "no evaluation run configured (start with --run and --root)")
+        return run_state
 
     @app.get("/api/run")
     def run_summary() -> dict[str, Any]:
@@ -382,5 +415,3 @@ def create_app(
         st = need_run()
         assert st.root is not None
         return FileResponse(safe_path(st.root, rel))
-
-    return app
