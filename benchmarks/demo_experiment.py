@@ -75,7 +75,7 @@ def main() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from df2am.config import apply_overrides
-    from df2am.data.datasets.sysu import _record, list_images, read_ids, sysu_query
+    from df2am.data.datasets.sysu import SYSU
     from df2am.data.protocol import train_records
     from df2am.data.synthetic import write_synthetic
     from df2am.engine.api import load_model
@@ -100,15 +100,14 @@ def main() -> None:
     report = evaluate_model(model, run_cfg, root, cache_dir=cache_dir)
     # All test images of both modalities (every query, and every RGB image of cams 1, 2, 4, 5
     # rather than one trial's sampled gallery).
-    test_rgb = [_record(cam, pid, name) for pid in read_ids(root, "test") for cam in (1, 2, 4, 5)
-                for name in (list_images(Path(root), cam, pid) or [])]
+    test_all = SYSU.test_records(root)
     summary = {
         "overrides": args.overrides,
         "data": {"dir": str(data_dir), **{k: list(v) if isinstance(v, tuple) else v
                                           for k, v in spec.items()}},
         "test": report.metrics(),
         "align_train": _alignment(model, run_cfg, root, train_records("sysu", root), cache_dir),
-        "align_test": _alignment(model, run_cfg, root, sysu_query(root) + test_rgb, cache_dir),
+        "align_test": _alignment(model, run_cfg, root, test_all, cache_dir),
         "train_seconds": round(train_s, 1),
         "cpu": _cpu(),
         "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,

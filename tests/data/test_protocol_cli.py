@@ -179,3 +179,18 @@ def test_data_synth_output_is_readable(capsys, tmp_path: Path) -> None:
         listed = run_json(capsys, ["protocol", layout, "--root", str(out), *trial, *extra])
         assert listed["query"] and listed["gallery"]
         assert all((out / rec["path"]).is_file() for rec in listed["query"] + listed["gallery"])
+
+
+def test_identity_key_per_dataset() -> None:
+    """What the trainer's train/test overlap check compares, dataset by dataset."""
+    from df2am.data.datasets import get_dataset
+    from df2am.data.records import ImageRecord
+
+    sysu = ImageRecord("cam1/0006/0001.jpg", 6, 1, "rgb", 2)
+    regdb = ImageRecord("Visible/17/female_v_1.bmp", 0, 1, "rgb", 0)
+    llcm_train = ImageRecord("train_vis/0003/a.jpg", 5, 0, "rgb", 5)
+    llcm_test = ImageRecord("test_vis/cam4/0012/0001.jpg", 12, 4, "rgb")
+    assert get_dataset("sysu").identity_key(sysu) == 6
+    assert get_dataset("regdb").identity_key(regdb) == "Visible/17"  # labels restart per split
+    assert get_dataset("llcm").identity_key(llcm_train) is None  # a label, not a release id
+    assert get_dataset("llcm").identity_key(llcm_test) == 12

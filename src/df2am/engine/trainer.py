@@ -627,9 +627,9 @@ def _check_test_split(cfg: Config, records: list[ImageRecord], device: torch.dev
     """The final evaluation's test split, built now (a missing test folder or a bad split file
     fails before epoch 1), and the train/test identity overlap check.
 
-    Identities are compared where both sides carry the dataset's own ids: SYSU-MM01 (and any
-    dataset whose training pids are its own ids) by ``pid``; RegDB, whose idx labels are per
-    split, by the images' person folders; LLCM's training lines carry labels only: skipped.
+    Identities are compared by the dataset's ``identity_key`` (SYSU-MM01: the id; RegDB, whose
+    idx labels are per split: the person folder); a dataset whose training records carry no
+    comparable identity (LLCM's labels) is not checked.
     """
     from df2am.data.datasets import get_dataset
     from df2am.engine.evaluator import _build_split, _resolve_options
@@ -641,19 +641,16 @@ def _check_test_split(cfg: Config, records: list[ImageRecord], device: torch.dev
     test = _build_split(cfg, opts, mode=None, sampler=None, shots=None, trials=None,
                         direction=None)
     ds = get_dataset(cfg.data.dataset)
-    if ds.name == "llcm":
-        logger.debug("LLCM: training records carry labels only; no train/test id overlap check")
+    train_ids = {k for r in records if (k := ds.identity_key(r)) is not None}
+    if not train_ids:
+        logger.debug("%s: training records carry no comparable identity; no train/test "
+                     "overlap check", ds.title)
         return
-
-    def ident(r: ImageRecord) -> Any:
-        return r.path.rsplit("/", 1)[0] if ds.name == "regdb" else r.pid
-
-    train_ids = {ident(r) for r in records}
-    test_ids = {ident(r) for q, g in test.splits for r in (*q, *g)}
+    test_ids = {ds.identity_key(r) for q, g in test.splits for r in (*q, *g)}
     common = sorted(train_ids & test_ids, key=str)
     if common:
         shown = ", ".join(map(str, common[:5])) + (" ..." if len(common) > 5 else "")
-        what = "person folder(s)" if ds.name == "regdb" else "id(s)"
+        what = f"{ds.identity_name}(s)"
         raise DatasetError(
             f"{ds.title} at {cfg.data.root}: {len(common)} training {what} also in the test "
             f"split (trials {test.trial_ids}): {shown}; the training and test identities "

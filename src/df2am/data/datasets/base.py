@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -335,6 +335,15 @@ class Dataset(ABC):
     ) -> tuple[list[ImageRecord], list[ImageRecord]]:
         """``(query, gallery)`` of one trial under ``options`` (from :meth:`resolve_options`)."""
 
+    #: What :meth:`identity_key` compares, for messages ("id", "person folder").
+    identity_name: ClassVar[str] = "id"
+
+    def identity_key(self, record: ImageRecord) -> Hashable | None:
+        """What identifies a person in both the training and the test records (the trainer's
+        train/test overlap check), or ``None`` when the record carries no such identity. The
+        default: the dataset's own id, ``pid``."""
+        return record.pid
+
     def test_records(self, root: str | Path) -> list[ImageRecord]:
         """Every test image (both modalities), for diagnostics; the default is the union of
         trial 0's query and gallery of the default options."""
@@ -348,14 +357,3 @@ class Dataset(ABC):
     def verify(self, root: Path) -> tuple[VerifyReport, list[Path]]:
         """Check a copy without stopping at the first problem: the report (counts, notes,
         problems) and the images to decode (the caller decodes them)."""
-
-
-def unique(records: Iterable[ImageRecord]) -> list[ImageRecord]:
-    """``records`` without repeated paths, first occurrence kept (order preserved)."""
-    seen: set[str] = set()
-    out: list[ImageRecord] = []
-    for r in records:
-        if r.path not in seen:
-            seen.add(r.path)
-            out.append(r)
-    return out

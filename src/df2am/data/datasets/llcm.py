@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Hashable
 from pathlib import Path
 
 from df2am.data.datasets.base import (
@@ -310,6 +311,10 @@ class Llcm(Dataset):
                           "images (published V→I numbers)",
     }
     layout_help = "folder that holds idx/, test_vis/ and test_nir/"
+
+    def identity_key(self, record: ImageRecord) -> Hashable | None:
+        # Training lines carry a label only (no id of the release's numbering) to compare.
+        return None if record.label >= 0 else record.pid
 
     def describe(self, options: TestOptions, trials: list[int]) -> str:
         arrow = {"i2v": "infrared→visible", "v2i": "visible→infrared",

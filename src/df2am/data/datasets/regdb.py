@@ -21,6 +21,7 @@ only comparable inside one split). Each trial is trained on ``train_*_t`` and te
 from __future__ import annotations
 
 import logging
+from collections.abc import Hashable
 from pathlib import Path
 
 from df2am.data.datasets.base import (
@@ -254,6 +255,11 @@ class RegDB(Dataset):
     direction_help = {"v2t": "visible query, thermal gallery",
                       "t2v": "thermal query, visible gallery"}
     layout_help = "folder that holds Visible/, Thermal/, idx/"
+    identity_name = "person folder"
+
+    def identity_key(self, record: ImageRecord) -> Hashable | None:
+        # idx labels restart at 0 in each split: the person folder is what both share.
+        return record.path.rsplit("/", 1)[0]
 
     def describe(self, options: TestOptions, trials: list[int]) -> str:
         arrow = "visible→thermal" if options.direction == "v2t" else "thermal→visible"
