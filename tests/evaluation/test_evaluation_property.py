@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from df2am.errors import EvaluationError
-from df2am.evaluation import PROTOCOLS, _cpu_counting, evaluate, metrics
+from df2am.evaluation import PROTOCOLS, cpu_counting, evaluate, metrics
 
 # Force one ranking path: whether CPU chunks use the numpy path, which numpy kernel it uses
 # (the threshold kernel's per-row cost at +inf: always counting; at -inf: always threshold),
@@ -41,7 +41,7 @@ PATHS = {
 def _path(name):
     with contextlib.ExitStack() as stack:
         for attr, value in PATHS[name].items():
-            module = metrics if hasattr(metrics, attr) else _cpu_counting
+            module = metrics if hasattr(metrics, attr) else cpu_counting
             assert hasattr(module, attr), attr
             stack.enter_context(mock.patch.object(module, attr, value))
         yield
@@ -137,7 +137,7 @@ def test_identity_with_many_images_uses_a_wide_dedup_table(path):
     g_cams = np.where(g_ids == 0, rng.choice([1, 4, 5], g_ids.size),
                       rng.choice([1, 2, 4, 5], g_ids.size))
     with _path(path):
-        tables = _cpu_counting.CpuTables(np.array([0, 0]), g_ids, 3, "room", np.array([2, 6]),
+        tables = cpu_counting.CpuTables(np.array([0, 0]), g_ids, 3, "room", np.array([2, 6]),
                                          np.where(g_cams == 3, 2, g_cams))
     for room in tables.rooms:  # the layout this test is about
         assert room.dedup_width == 16

@@ -14,19 +14,10 @@ import argparse
 import logging
 from pathlib import Path
 
+from df2am.cli.arguments import option_choices
 from df2am.errors import CheckpointError, DatasetError
 
 logger = logging.getLogger(__name__)
-
-
-def _choices(option: str) -> list:
-    """Every dataset's values of one protocol option (the evaluator checks the dataset's)."""
-    from df2am.data.datasets import DATASETS
-
-    values: list = []
-    for ds in DATASETS.values():
-        values += [v for v in ds.option_choices.get(option) or () if v not in values]
-    return values
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,12 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=Path, help="model_final.pt or a training checkpoint")
     p.add_argument("--root", type=Path, required=True, help="dataset root folder")
     p.add_argument("--dataset", choices=dataset_names(), help="default: the checkpoint's")
-    p.add_argument("--mode", choices=_choices("mode"), help="SYSU search mode")
-    p.add_argument("--sampler", choices=_choices("sampler"), help="SYSU gallery sampler")
-    p.add_argument("--shots", type=int, choices=_choices("shots"), help="SYSU gallery shots")
+    p.add_argument("--mode", choices=option_choices("mode"), help="SYSU search mode")
+    p.add_argument("--sampler", choices=option_choices("sampler"), help="SYSU gallery sampler")
+    p.add_argument("--shots", type=int, choices=option_choices("shots"), help="SYSU gallery shots")
     p.add_argument("--trials", type=int,
                    help="trials of SYSU-MM01 / LLCM (1..10); RegDB: 1 (the model's own)")
-    p.add_argument("--direction", choices=_choices("direction"),
+    p.add_argument("--direction", choices=option_choices("direction"),
                    help="query→gallery direction: RegDB v2t | t2v; LLCM i2v | v2i | "
                         "v2i_transposed (the reference code's V→I: sampled NIR probes against "
                         "all visible images)")

@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from df2am.cli._argparse import overrides_anywhere
+from df2am.cli.arguments import overrides_anywhere
 from df2am.errors import ConfigError
 
 logger = logging.getLogger(__name__)

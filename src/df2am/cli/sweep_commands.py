@@ -20,7 +20,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from df2am.cli._argparse import overrides_anywhere
+from df2am.cli.arguments import overrides_anywhere
 from df2am.engine.sweep import PAPER_SPECS
 
 

@@ -29,7 +29,7 @@ def _indices(text: str) -> list[int]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``visualize`` to the top-level parser."""
-    from df2am.cli.eval_commands import _choices
+    from df2am.cli.arguments import option_choices
     from df2am.data.datasets import dataset_names
 
     p = sub.add_parser(
@@ -45,8 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=Path, help="model_final.pt or a training checkpoint")
     p.add_argument("--root", type=Path, required=True, help="dataset root folder")
     p.add_argument("--dataset", choices=dataset_names(), help="default: the checkpoint's")
-    p.add_argument("--mode", choices=_choices("mode"), help="SYSU search mode")
-    p.add_argument("--direction", choices=_choices("direction"),
+    p.add_argument("--mode", choices=option_choices("mode"), help="SYSU search mode")
+    p.add_argument("--direction", choices=option_choices("direction"),
                    help="query→gallery direction (RegDB v2t | t2v; LLCM i2v | v2i | ...)")
     p.add_argument("--trial", type=int,
                    help="trial (default: the model's own for RegDB, else the first)")

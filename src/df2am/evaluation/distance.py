@@ -44,7 +44,7 @@ METRICS: tuple[str, ...] = ("cosine", "euclidean")
 _NORM_TOL = 1e-2
 
 
-def _as_float_tensor(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
+def as_float_tensor(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
     """A 2-D fp32 tensor view/copy of ``x`` on its own device (numpy → CPU)."""
     t = torch.from_numpy(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
     if t.ndim != 2:
@@ -69,7 +69,7 @@ def check_unit_norm(x: torch.Tensor, name: str) -> None:
             f"does) or use metric='euclidean'")
 
 
-def _distance(a: torch.Tensor, b: torch.Tensor, metric: str,
+def distance_rows(a: torch.Tensor, b: torch.Tensor, metric: str,
               out: torch.Tensor | None = None) -> torch.Tensor:
     """Distances between fp32 rows of ``a`` (A, D) and ``b`` (B, D); no validation.
 
@@ -86,7 +86,7 @@ def _distance(a: torch.Tensor, b: torch.Tensor, metric: str,
     return d.clamp_(min=0.0).sqrt_()
 
 
-def _check_metric(metric: str) -> None:
+def check_metric(metric: str) -> None:
     if metric not in METRICS:
         raise EvaluationError(f"metric: expected one of {', '.join(METRICS)}, got {metric!r}")
 
@@ -107,15 +107,15 @@ def pairwise_distance(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor
         EvaluationError: unknown metric, non-2-D inputs, mismatched feature dimension, or
             un-normalised rows with ``metric="cosine"``.
     """
-    _check_metric(metric)
+    check_metric(metric)
     want_torch = isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor)
-    ta = _as_float_tensor(a, "a")
-    tb = _as_float_tensor(b, "b").to(ta.device)
+    ta = as_float_tensor(a, "a")
+    tb = as_float_tensor(b, "b").to(ta.device)
     if ta.shape[1] != tb.shape[1]:
         raise EvaluationError(f"pairwise_distance: feature dimensions differ: a has "
                               f"{ta.shape[1]}, b has {tb.shape[1]}")
     if metric == "cosine":
         check_unit_norm(ta, "a")
         check_unit_norm(tb, "b")
-    d = _distance(ta, tb, metric)
+    d = distance_rows(ta, tb, metric)
     return d if want_torch else d.cpu().numpy()

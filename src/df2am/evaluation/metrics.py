@@ -28,7 +28,7 @@ the filtered stable ranking of its query row is found in one of three exact ways
 
 - numpy (every CPU chunk of a dtype numpy compares natively — float32/64, integers; float16,
   bfloat16 and small integers as float32, which holds them exactly — see
-  :mod:`df2am.evaluation._cpu_counting`; no torch op on this path): per group of rows with the
+  :mod:`df2am.evaluation.cpu_counting`; no torch op on this path): per group of rows with the
   same filter and number of matches, either compare-and-count passes per match over
   cache-sized blocks (distances compared in their own dtype, never rounded; exact ties resolved
   by column on their sparse list), or, for wide rows / many matches, a sort of only the
@@ -64,13 +64,13 @@ import numpy as np
 import torch
 
 from df2am.errors import EvaluationError
-from df2am.evaluation import _cpu_counting
+from df2am.evaluation import cpu_counting
 from df2am.evaluation.distance import (
     Metric,
-    _as_float_tensor,
-    _check_metric,
-    _distance,
+    as_float_tensor,
+    check_metric,
     check_unit_norm,
+    distance_rows,
 )
 
 __all__ = [
@@ -95,7 +95,7 @@ PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 class _Rule(NamedTuple):
     """What one protocol's metric does (protocols.md)."""
 
-    filter: str  # the gallery filter, one of _cpu_counting.FILTERS
+    filter: str  # the gallery filter, one of cpu_counting.FILTERS
     dedup: bool  # identity-deduplicated CMC (else image-level)
     no_match: str  # where a skipped query found no true match (error message)
     cameras: str | None  # the camera rule that needs cameras (error message); None: none
@@ -254,13 +254,13 @@ class _Prepared:
             rooms = self.filter == "room"
             self.q_cams_np = _sysu_cameras(query_cams) if rooms else query_cams
             self.g_cams_np = _sysu_cameras(gallery_cams) if rooms else gallery_cams
-        self._cpu_tables: _cpu_counting.CpuTables | None = None
+        self._cpu_tables: cpu_counting.CpuTables | None = None
         self._torch: tuple[torch.Tensor, ...] | None = None
 
-    def cpu_tables(self) -> _cpu_counting.CpuTables:
+    def cpu_tables(self) -> cpu_counting.CpuTables:
         """The numpy lookups of the CPU path (built on first use)."""
         if self._cpu_tables is None:
-            self._cpu_tables = _cpu_counting.CpuTables(
+            self._cpu_tables = cpu_counting.CpuTables(
                 self.q_ids_np, self.g_ids_np, self.num_ids, self.filter, self.q_cams_np,
                 self.g_cams_np)
         return self._cpu_tables
@@ -562,7 +562,7 @@ def _rank_chunk(dist: np.ndarray | torch.Tensor, rows: slice, prep: _Prepared,
     arr = _numpy_chunk(dist)
     if arr is not None:
         _check_nan_numpy(arr, rows)
-        for ap, inp, rank in _cpu_counting.rank_chunk(arr, rows, prep.cpu_tables(),
+        for ap, inp, rank in cpu_counting.rank_chunk(arr, rows, prep.cpu_tables(),
                                                       prep.dedup):
             acc.add(ap, inp, rank)
         return
@@ -669,11 +669,11 @@ def _feature_chunks(q: torch.Tensor, g: torch.Tensor, metric: str, step: int):
     for start in range(0, num_q, step):
         rows = slice(start, min(start + step, num_q))
         if not reuse:
-            yield rows, _distance(q[rows], g, metric)
+            yield rows, distance_rows(q[rows], g, metric)
             continue
         if buf is None:
             buf = torch.empty((min(step, num_q), g.shape[0]), dtype=torch.float32)
-        yield rows, _distance(q[rows], g, metric, out=buf[:rows.stop - start])
+        yield rows, distance_rows(q[rows], g, metric, out=buf[:rows.stop - start])
 
 
 def evaluate_features(query_feats: np.ndarray | torch.Tensor,
@@ -699,9 +699,9 @@ def evaluate_features(query_feats: np.ndarray | torch.Tensor,
             ``"euclidean"``; see :func:`df2am.evaluation.pairwise_distance`.
         Other arguments: as :func:`evaluate`.
     """
-    _check_metric(metric)
-    q = _as_float_tensor(query_feats, "query_feats")
-    g = _as_float_tensor(gallery_feats, "gallery_feats").to(q.device)
+    check_metric(metric)
+    q = as_float_tensor(query_feats, "query_feats")
+    g = as_float_tensor(gallery_feats, "gallery_feats").to(q.device)
     if q.shape[1] != g.shape[1]:
         raise EvaluationError(f"evaluate_features: feature dimensions differ: query_feats has "
                               f"{q.shape[1]}, gallery_feats has {g.shape[1]}")

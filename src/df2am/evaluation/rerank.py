@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from df2am.errors import EvaluationError
-from df2am.evaluation.distance import _as_float_tensor, _check_metric
+from df2am.evaluation.distance import as_float_tensor, check_metric
 
 __all__ = ["rerank", "rerank_features"]
 
@@ -375,9 +375,9 @@ def rerank_features(query_feats, gallery_feats, *,
         EvaluationError: unknown metric, non-2-D inputs, different feature dimensions, a
             zero feature with ``"cosine"``, or the errors of :func:`rerank`.
     """
-    _check_metric(metric)
-    q = _as_float_tensor(query_feats, "query_feats").detach()
-    g = _as_float_tensor(gallery_feats, "gallery_feats").detach().to(q.device)
+    check_metric(metric)
+    q = as_float_tensor(query_feats, "query_feats").detach()
+    g = as_float_tensor(gallery_feats, "gallery_feats").detach().to(q.device)
     if q.shape[1] != g.shape[1]:
         raise EvaluationError(f"rerank_features: feature dimensions differ: query_feats has "
                               f"{q.shape[1]}, gallery_feats has {g.shape[1]}")

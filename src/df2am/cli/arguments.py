@@ -1,4 +1,4 @@
-"""argparse helpers shared by the sub-commands."""
+"""argparse helpers shared by the sub-commands: overrides after options, protocol choices."""
 
 from __future__ import annotations
 
@@ -29,3 +29,13 @@ def overrides_anywhere(parser: argparse.ArgumentParser, dest: str = "overrides")
     come after options. (``add_parser`` cannot be given a parser class, hence the swap.)"""
     parser.__class__ = _PositionalsAnywhere
     parser.positional_dest = dest  # type: ignore[attr-defined]
+
+
+def option_choices(option: str) -> list:
+    """Every dataset's values of one protocol option (the evaluator checks the dataset's)."""
+    from df2am.data.datasets import DATASETS
+
+    values: list = []
+    for ds in DATASETS.values():
+        values += [v for v in ds.option_choices.get(option) or () if v not in values]
+    return values
