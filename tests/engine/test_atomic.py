@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from df2am.engine.atomic import atomic_path, atomic_write
+from df2am.atomic import atomic_path, atomic_write
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from df2am.atomic import atomic_write
 from df2am.engine import results as rs
-from df2am.engine.atomic import atomic_write
 from df2am.errors import Df2amError
 
 

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from df2am.engine.atomic import atomic_write
+from df2am.atomic import atomic_write
 from df2am.errors import CheckpointError
 
 __all__ = [

@@ -55,8 +55,8 @@ from df2am.data.cache import NO_CACHE
 from df2am.data.datasets import TestOptions, get_dataset
 from df2am.data.loader import build_test_loader
 from df2am.data.records import ImageRecord
+from df2am.device import resolve_device
 from df2am.engine.plots import plot_cmc
-from df2am.engine.precision import resolve_device
 from df2am.engine.results import METRIC_KEYS, write_results
 from df2am.errors import ConfigError, DatasetError
 from df2am.evaluation import (

@@ -61,8 +61,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from df2am import __version__
+from df2am.atomic import atomic_path
 from df2am.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from df2am.engine.atomic import atomic_path
 from df2am.errors import CheckpointError, ConfigError, Df2amError
 
 __all__ = [

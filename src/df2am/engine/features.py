@@ -52,11 +52,11 @@ import torch
 from tqdm import tqdm
 
 from df2am import __version__
+from df2am.atomic import atomic_write
 from df2am.config import Config, config_to_dict
 from df2am.data.cache import decode_resize
 from df2am.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TestTransform
-from df2am.engine.atomic import atomic_write
-from df2am.engine.precision import resolve_device
+from df2am.device import resolve_device
 from df2am.errors import ConfigError, DatasetError
 
 __all__ = [

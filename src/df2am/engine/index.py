@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from df2am.engine.atomic import atomic_path, atomic_write
+from df2am.atomic import atomic_path, atomic_write
 from df2am.engine.features import FeatureSet
 from df2am.errors import ConfigError, Df2amError
 

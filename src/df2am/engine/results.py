@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from df2am.engine.atomic import atomic_write_text
+from df2am.atomic import atomic_write_text
 from df2am.errors import Df2amError
 from df2am.evaluation.metrics import METRIC_KEYS
 

@@ -79,6 +79,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from df2am.atomic import TMP_GLOB
 from df2am.config import (
     Config,
     complete_config_dict,
@@ -89,7 +90,6 @@ from df2am.config import (
 from df2am.data.records import ImageRecord
 from df2am.data.validation import split_validation
 from df2am.engine import runlock
-from df2am.engine.atomic import TMP_GLOB
 from df2am.engine.checkpoint import (
     first_non_finite,
     load_checkpoint,

@@ -56,8 +56,8 @@ from df2am.data.cache import decode_resize
 from df2am.data.datasets import TestOptions, get_dataset
 from df2am.data.records import ImageRecord
 from df2am.data.transforms import TestTransform
+from df2am.device import resolve_device
 from df2am.engine.evaluator import extract_records
-from df2am.engine.precision import resolve_device
 from df2am.errors import ConfigError, DatasetError, Df2amError
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 ::
 
-    from df2am.engine.atomic import atomic_write, atomic_path
+    from df2am.atomic import atomic_write, atomic_path
 
     atomic_write(path, lambda fh: fh.write(data))          # a binary file handle
     with atomic_path(path) as tmp:                         # for writers that take a path
