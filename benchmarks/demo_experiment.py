@@ -81,7 +81,7 @@ def main() -> None:
     from df2am.engine.api import load_model
     from df2am.engine.demo import DEMO_DATA, demo_config
     from df2am.engine.evaluator import evaluate_model
-    from df2am.engine.trainer import resolve_cache_dir, train
+    from df2am.train.trainer import resolve_cache_dir, train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

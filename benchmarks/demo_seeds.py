@@ -37,7 +37,7 @@ def _run(setting: str, overrides: list[str], seed: int, root: Path, out: Path) -
     from df2am.engine.api import load_model
     from df2am.engine.demo import demo_config
     from df2am.engine.evaluator import evaluate_model
-    from df2am.engine.trainer import resolve_cache_dir, train
+    from df2am.train.trainer import resolve_cache_dir, train
 
     done = out / "summary.json"
     if done.is_file():

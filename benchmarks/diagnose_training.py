@@ -42,10 +42,10 @@ def diagnose(ckpt_path: Path, root: str, batches: int) -> dict:  # noqa: C901 - 
     from df2am.config import config_from_dict
     from df2am.data.loader import build_train_loader
     from df2am.data.protocol import train_records
-    from df2am.engine.checkpoint import load_checkpoint
     from df2am.losses import build_loss
     from df2am.losses.affinity import normalized_euclidean
     from df2am.models import build_model
+    from df2am.train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(ckpt_path)
     cfg = config_from_dict(ckpt["config"])

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from df2am.config import Config, ModelConfig, config_to_dict
-from df2am.engine.checkpoint import FORMAT_VERSION, save_checkpoint
 from df2am.models import build_model
+from df2am.train.checkpoint import FORMAT_VERSION, save_checkpoint
 
 #: Input size of the tiny models (a 2 × 1 feature map with last stride 1).
 H, W = 32, 16

@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from df2am.config import LossConfig, ModelConfig
-from df2am.engine.precision import autocast_context, make_grad_scaler
 from df2am.evaluation import PROTOCOLS, evaluate
 from df2am.losses import build_loss
 from df2am.models import build_model
+from df2am.train.precision import autocast_context, make_grad_scaler
 
 pytestmark = [
     pytest.mark.cuda,

@@ -12,9 +12,9 @@ from PIL import Image
 from df2am.config import Config, ModelConfig, config_to_dict
 from df2am.data import transforms
 from df2am.engine.api import extract_features, load_model, search
-from df2am.engine.checkpoint import FORMAT_VERSION, save_checkpoint
 from df2am.errors import CheckpointError, ConfigError, DatasetError
 from df2am.models import build_model
+from df2am.train.checkpoint import FORMAT_VERSION, save_checkpoint
 
 H, W = 32, 16
 

@@ -1,4 +1,4 @@
-"""engine.results: the one reader/writer of results.json and the one "run finished" rule."""
+"""assess.results: the one reader/writer of results.json (and metrics.json)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from df2am.atomic import atomic_write
 from df2am.engine import results as rs
@@ -57,28 +56,6 @@ def test_trial_result_rebuilds_eval_result(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(Df2amError, match="not a results.json"):
         rs.trial_result(tmp_path / "bad.json", 1)
-
-
-def test_run_status_one_rule(tmp_path: Path) -> None:
-    d = tmp_path / "run"
-    assert rs.run_status(d) == "empty"
-    (d / "checkpoints").mkdir(parents=True)
-    (d / "config.yaml").write_text("{}")
-    assert rs.run_status(d) == "partial"
-    torch.save({"epoch": 2}, d / "checkpoints" / "last.pt")
-    (d / "model_final.pt").write_bytes(b"x")
-    assert rs.run_status(d) == "trained"  # trained, the final test not written
-    (d / "results.json").write_text("{}")
-    assert rs.run_status(d) == "finished"
-    # A resume asking for more epochs extends the run: not finished.
-    assert rs.run_status(d, epochs=2, trained=2) == "finished"
-    assert rs.run_status(d, epochs=3, trained=2) == "partial"
-    # A results.json alone (a fake or a --trials summary) is finished, but nothing to resume.
-    only = tmp_path / "only"
-    only.mkdir()
-    (only / "results.json").write_text("{}")
-    assert rs.run_status(only) == "finished"
-    assert rs.run_status(only, epochs=1, trained=0) == "partial"
 
 
 def test_atomic_write_fsync_option(tmp_path: Path) -> None:

@@ -139,10 +139,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.trials:
         return _train_trials(cfg, run_dir, parse_trials(args.trials, cfg.data.dataset),
                              bool(args.resume))
-    from df2am.engine import train
+    from df2am.train import train
 
     result = train(cfg, run_dir, resume=bool(args.resume), extend=bool(args.extend))
-    from df2am.engine.distributed import env_world
+    from df2am.train.distributed import env_world
 
     if env_world()[0] == 0:
         if args.resume and result.resumed_from >= result.epochs_completed:
@@ -174,10 +174,10 @@ def _print_results(path: Path) -> None:
 
 def _train_trials(cfg: Any, run_dir: Path, trials: list[int], resume: bool) -> int:
     """One RegDB model per trial in ``RUN_DIR/trial_<t>``, then ``RUN_DIR/results.json``."""
-    from df2am.engine.trainer import train_trials
+    from df2am.train.trainer import train_trials
 
     summary_path = train_trials(cfg, run_dir, trials, resume=resume)
-    from df2am.engine.distributed import env_world
+    from df2am.train.distributed import env_world
 
     if env_world()[0] == 0:
         print(f"aggregated {len(trials)} trial(s): {summary_path}")

@@ -20,13 +20,13 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     # training (engine.trainer)
-    "train": "df2am.engine.trainer",
-    "TrainResult": "df2am.engine.trainer",
-    "run_status": "df2am.engine.trainer",
+    "train": "df2am.train.trainer",
+    "TrainResult": "df2am.train.trainer",
+    "run_status": "df2am.train.rundir",
     # checkpoints (engine.checkpoint)
-    "save_checkpoint": "df2am.engine.checkpoint",
-    "load_checkpoint": "df2am.engine.checkpoint",
-    "FORMAT_VERSION": "df2am.engine.checkpoint",
+    "save_checkpoint": "df2am.train.checkpoint",
+    "load_checkpoint": "df2am.train.checkpoint",
+    "FORMAT_VERSION": "df2am.train.checkpoint",
     # evaluation (engine.evaluator / engine.api)
     "evaluate_model": "df2am.engine.evaluator",
     "write_eval_outputs": "df2am.engine.evaluator",

@@ -47,7 +47,8 @@ import torch
 from df2am.config import Config, config_from_dict
 from df2am.engine.evaluator import EvalReport, evaluate_model, format_table, write_eval_outputs
 from df2am.engine.plots import plot_cmc
-from df2am.engine.results import run_status, write_json
+from df2am.engine.results import write_json
+from df2am.train.rundir import run_status
 
 __all__ = ["DEMO_CONFIG", "DEMO_DATA", "TINY_CONFIG", "TINY_DATA", "DemoResult", "run_demo",
            "demo_config"]
@@ -200,9 +201,9 @@ def run_demo(out_dir: str | Path, *, tiny: bool = False, device: str = "cpu") ->
     from df2am.data.protocol import train_records
     from df2am.data.synthetic import write_synthetic
     from df2am.engine.api import load_model
-    from df2am.engine.precision import seed_everything
-    from df2am.engine.trainer import resolve_cache_dir, train
     from df2am.models import build_model
+    from df2am.train.precision import seed_everything
+    from df2am.train.trainer import resolve_cache_dir, train
 
     start = time.perf_counter()
     out = Path(out_dir)

@@ -2,19 +2,18 @@
 
 ::
 
-    from df2am.engine.results import read_metrics, read_results, run_status, write_results
+    from df2am.assess.results import read_metrics, read_results, write_results
 
     write_results("runs/sysu", doc)                 # runs/sysu/results.json, atomically
     read_metrics("runs/sysu/results.json")         # {"rank1": ..., "rank1_std": ..., ...}
-    run_status("runs/sysu")                         # "empty" | "partial" | "trained" | "finished"
 
 The file (written by :func:`df2am.engine.evaluator.write_eval_outputs`, the trainer's final
 test, ``df2am train --trials`` and the demo): the summary at the top level — the
 :data:`METRIC_KEYS` in percent, each with a ``_std`` twin — plus ``protocol``, ``per_trial``,
 ``cmc`` (``rank``/``mean``/``std``, percent), ``seconds`` and the writer's extra keys.
 
-:func:`run_status` is the one rule for "this run is finished"; the trainer (``--resume``),
-the demo and the sweep all ask it.
+Whether a run directory is finished is :func:`df2am.train.rundir.run_status` (it reads
+``results.json``'s presence and the training checkpoint, whose format the training owns).
 """
 
 from __future__ import annotations
@@ -30,10 +29,8 @@ from df2am.evaluation.metrics import METRIC_KEYS
 __all__ = [
     "METRIC_KEYS",
     "RESULTS_NAME",
-    "RunStatus",
     "read_metrics",
     "read_results",
-    "run_status",
     "summary_metrics",
     "trial_result",
     "write_json",
@@ -45,10 +42,6 @@ __all__ = [
 
 #: A run directory's test result.
 RESULTS_NAME = "results.json"
-
-#: What :func:`run_status` answers.
-RunStatus = str
-
 
 # --------------------------------------------------------------------------- writing
 
@@ -130,50 +123,3 @@ def trial_result(path: str | Path, trial: int) -> tuple[Any, dict[str, Any]]:
         raise Df2amError(f"{path}: not a results.json of df2am ({exc!r})") from None
     row = {"trial": trial, **res.to_dict(), "num_valid_queries": nv, "run_dir": str(path.parent)}
     return res, row
-
-
-# --------------------------------------------------------------------------- run status
-
-
-def run_status(
-    run_dir: str | Path, *, epochs: int | None = None, trained: int | None = None
-) -> RunStatus:
-    """The one rule for where a run directory stands.
-
-    * ``"finished"``: ``results.json`` is there (the run's last output);
-    * ``"trained"``: ``model_final.pt`` is there but no ``results.json`` — the training
-      ended, its final test did not run (``train.final_eval=false``) or was interrupted;
-      ``df2am train --resume`` redoes only that test;
-    * ``"partial"``: a started run (``config.yaml``, ``checkpoints/last.pt``);
-    * ``"empty"``: none of these.
-
-    With ``epochs`` (the ``train.epochs`` a resume asks for), a run trained for fewer epochs
-    is ``"partial"`` — resuming extends it — and so is a ``results.json`` without a
-    ``model_final.pt``. The epochs trained are ``trained`` when given (the caller has read
-    ``checkpoints/last.pt`` already), else read from ``checkpoints/last.pt`` (0 without one).
-    """
-    d = Path(run_dir)
-    has_results = (d / RESULTS_NAME).is_file()
-    has_final = (d / "model_final.pt").is_file()
-    started = (d / "checkpoints" / "last.pt").is_file() or (d / "config.yaml").is_file()
-    if epochs is None:
-        if has_results:
-            return "finished"
-        if has_final:
-            return "trained"
-    elif has_final and _epochs_trained(d, trained) >= epochs:
-        return "finished" if has_results else "trained"
-    if started or has_final or has_results:
-        return "partial"
-    return "empty"
-
-
-def _epochs_trained(run_dir: Path, trained: int | None) -> int:
-    if trained is not None:
-        return trained
-    last = run_dir / "checkpoints" / "last.pt"
-    if not last.is_file():
-        return 0
-    from df2am.engine.checkpoint import load_checkpoint
-
-    return int(load_checkpoint(last)["epoch"])

@@ -18,7 +18,6 @@ from typing import Any
 import yaml
 
 from df2am.config import Config, complete_config_dict, config_to_dict, flatten, load_config
-from df2am.engine.results import run_status
 from df2am.engine.sweep.spec import (
     EVAL_OPTIONS,
     MODEL_NEUTRAL_PREFIXES,
@@ -29,6 +28,7 @@ from df2am.engine.sweep.spec import (
     _fmt_value,
 )
 from df2am.errors import ConfigError
+from df2am.train.rundir import run_status
 
 
 def _run_overrides(
@@ -230,7 +230,7 @@ def plan_sweep(
             elif status == "partial":
                 # The run's own config.yaml is authoritative on --resume: pass only the keys
                 # that say where it runs (the trainer rejects any other change).
-                from df2am.engine.trainer import RESUME_OVERRIDABLE
+                from df2am.train.trainer import RESUME_OVERRIDABLE
 
                 keep = [o for o in overrides if o.split("=", 1)[0] in RESUME_OVERRIDABLE
                         and o.split("=", 1)[0] != "train.epochs"]

@@ -3,7 +3,7 @@
 Python API::
 
     from df2am.config import load_config
-    from df2am.engine import train
+    from df2am.train import train
 
     cfg = load_config("configs/sysu.yaml", ["data.root=/data/SYSU-MM01"])
     result = train(cfg, "runs/sysu")                 # fresh run (refuses a used run dir)
@@ -89,8 +89,17 @@ from df2am.config import (
 )
 from df2am.data.records import ImageRecord
 from df2am.data.validation import split_validation
-from df2am.engine import runlock
-from df2am.engine.checkpoint import (
+from df2am.device import resolve_device
+from df2am.engine.results import (
+    read_results,
+    summary_metrics,
+    trial_result,
+    write_results,
+)
+from df2am.errors import CheckpointError, ConfigError, DatasetError, Df2amError
+from df2am.evaluation import AlignmentReport
+from df2am.train import runlock
+from df2am.train.checkpoint import (
     first_non_finite,
     load_checkpoint,
     make_checkpoint,
@@ -98,7 +107,7 @@ from df2am.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from df2am.engine.distributed import (
+from df2am.train.distributed import (
     DistContext,
     barrier,
     broadcast_buffers,
@@ -107,25 +116,16 @@ from df2am.engine.distributed import (
     shutdown,
     state_digest,
 )
-from df2am.engine.logging_utils import MetricsLogger
-from df2am.engine.optim import build_optimizer, build_scheduler
-from df2am.engine.precision import (
+from df2am.train.metrics_log import MetricsLogger
+from df2am.train.optim import build_optimizer, build_scheduler
+from df2am.train.precision import (
     autocast_context,
     configure_determinism,
     make_grad_scaler,
-    resolve_device,
     resolve_precision,
     seed_everything,
 )
-from df2am.engine.results import (
-    read_results,
-    run_status,
-    summary_metrics,
-    trial_result,
-    write_results,
-)
-from df2am.errors import CheckpointError, ConfigError, DatasetError, Df2amError
-from df2am.evaluation import AlignmentReport
+from df2am.train.rundir import run_status
 
 __all__ = [
     "TrainResult",
@@ -379,7 +379,7 @@ def train(
 
         from df2am.config import load_config
         from df2am.data.synthetic import write_synthetic
-        from df2am.engine import train
+        from df2am.train import train
 
         root = write_synthetic("/tmp/syn", "sysu", num_ids=12, size=(64, 32))
         cfg = load_config("configs/demo.yaml", [f"data.root={root}", "train.epochs=2"])
@@ -436,7 +436,7 @@ def _check_path_text(run_dir: Path) -> None:
 
 
 def _local_rank() -> int:
-    from df2am.engine.distributed import env_world
+    from df2am.train.distributed import env_world
 
     return env_world()[2]
 
@@ -1198,7 +1198,7 @@ def train_trials(
         train_trials(cfg, "runs/regdb", list(range(1, 11)))   # runs/regdb/results.json
     """
     from df2am.data.datasets import get_dataset
-    from df2am.engine.distributed import env_world
+    from df2am.train.distributed import env_world
 
     ds = get_dataset(cfg.data.dataset)
     if not ds.trial_per_model:

@@ -12,12 +12,12 @@ from torch import nn
 from df2am.cli import main
 from df2am.config import load_config
 from df2am.data.records import ImageRecord
-from df2am.engine import trainer
-from df2am.engine.checkpoint import load_checkpoint
-from df2am.engine.logging_utils import read_metrics
-from df2am.engine.optim import build_optimizer, build_scheduler, lr_factor
-from df2am.engine.precision import autocast_context, autocast_dtype, resolve_device
 from df2am.errors import ConfigError
+from df2am.train import trainer
+from df2am.train.checkpoint import load_checkpoint
+from df2am.train.metrics_log import read_metrics
+from df2am.train.optim import build_optimizer, build_scheduler, lr_factor
+from df2am.train.precision import autocast_context, autocast_dtype, resolve_device
 from tiny import TINY_TRAIN  # noqa: E402
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -7,9 +7,9 @@ import logging
 import pytest
 import torch
 
-from df2am.engine import precision
-from df2am.engine.precision import autocast_dtype, cpu_has_native_bf16, resolve_precision
 from df2am.errors import ConfigError
+from df2am.train import precision
+from df2am.train.precision import autocast_dtype, cpu_has_native_bf16, resolve_precision
 
 CPU = torch.device("cpu")
 FLAGS_AVX2 = "processor\t: 0\nflags\t\t: fpu vme sse2 avx avx2 fma\n\nprocessor\t: 1\n"
@@ -55,7 +55,7 @@ def test_bf16_on_cpu_without_native_bf16_is_refused(monkeypatch):
 
 def test_allow_slow_bf16_warns(monkeypatch, caplog):
     _fake_cpu(monkeypatch, FLAGS_AVX2)
-    with caplog.at_level(logging.WARNING, logger="df2am.engine.precision"):
+    with caplog.at_level(logging.WARNING, logger="df2am.train.precision"):
         got, reason = resolve_precision("bf16", CPU, allow_slow_bf16=True)
     assert got == "bf16" and "slow" in reason
     assert "allow_slow_bf16=true" in caplog.text and "emulated" in caplog.text

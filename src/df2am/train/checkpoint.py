@@ -23,7 +23,7 @@ Every value is a tensor, a plain Python container or a scalar, so the files load
 
 Usage::
 
-    from df2am.engine.checkpoint import load_checkpoint, save_checkpoint
+    from df2am.train.checkpoint import load_checkpoint, save_checkpoint
     save_checkpoint("runs/x/checkpoints/last.pt", ckpt)       # temp file + fsync + os.replace
     ckpt = load_checkpoint("runs/x/checkpoints/last.pt")      # CheckpointError if bad
     model = build_model(config_from_dict(ckpt["config"]).model, ckpt["num_classes"])

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from df2am.config import load_config
-from df2am.engine import checkpoint as ckpt_mod
-from df2am.engine import runlock, trainer
-from df2am.engine.checkpoint import load_checkpoint, save_checkpoint
-from df2am.engine.logging_utils import read_metrics
 from df2am.errors import CheckpointError, ConfigError, DatasetError
+from df2am.train import checkpoint as ckpt_mod
+from df2am.train import runlock, trainer
+from df2am.train.checkpoint import load_checkpoint, save_checkpoint
+from df2am.train.metrics_log import read_metrics
 from tiny import TINY_TRAIN
 
 # One epoch of one iteration, no final test, no image cache.
@@ -68,7 +68,7 @@ def _no_epoch(monkeypatch):
 
 def test_emulated_bf16_fails_before_epoch_1_unless_allowed(tiny_root, tmp_path, monkeypatch,
                                                           caplog):
-    monkeypatch.setattr("df2am.engine.precision.cpu_has_native_bf16", lambda *a: False)
+    monkeypatch.setattr("df2am.train.precision.cpu_has_native_bf16", lambda *a: False)
     real = trainer._train_epoch
     _no_epoch(monkeypatch)
     with pytest.raises(ConfigError, match="bf16.*emulated.*allow_slow_bf16"):

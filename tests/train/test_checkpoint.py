@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from df2am.engine import checkpoint as ck
 from df2am.errors import CheckpointError
+from df2am.train import checkpoint as ck
 
 
 def _full(value: float) -> dict:

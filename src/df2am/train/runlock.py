@@ -2,7 +2,7 @@
 
 ::
 
-    from df2am.engine.runlock import run_lock
+    from df2am.train.runlock import run_lock
 
     with run_lock(run_dir):          # RunLockedError if another live process holds it
         ...                          # train; the lock is removed on exit, also on errors

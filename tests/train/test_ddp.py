@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from df2am.engine.checkpoint import load_checkpoint
-from df2am.engine.logging_utils import read_metrics
+from df2am.train.checkpoint import load_checkpoint
+from df2am.train.metrics_log import read_metrics
 
 TINY = [
     "data.height=32",

@@ -1,0 +1,48 @@
+"""Training: the loop and what keeps a run safe, resumable and reproducible.
+
+::
+
+    from df2am.config import load_config
+    from df2am.train import train
+
+    cfg = load_config("configs/sysu.yaml", ["data.root=/data/SYSU-MM01"])
+    result = train(cfg, "runs/sysu")               # TrainResult; runs/sysu/model_final.pt
+
+Modules: :mod:`~df2am.train.trainer` (the loop and its phases), :mod:`~df2am.train.checkpoint`
+(the checkpoint format), :mod:`~df2am.train.optim`, :mod:`~df2am.train.precision`,
+:mod:`~df2am.train.distributed`, :mod:`~df2am.train.runlock` and :mod:`~df2am.train.rundir`
+(the run directory), :mod:`~df2am.train.metrics_log` (``metrics.jsonl`` + TensorBoard).
+
+Names are imported lazily (``df2am.train.train`` does not import torchvision, TensorBoard or
+the evaluator until used), so ``import df2am.train`` stays cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "train": "df2am.train.trainer",
+    "TrainResult": "df2am.train.trainer",
+    "train_trials": "df2am.train.trainer",
+    "run_status": "df2am.train.rundir",
+    "save_checkpoint": "df2am.train.checkpoint",
+    "load_checkpoint": "df2am.train.checkpoint",
+    "FORMAT_VERSION": "df2am.train.checkpoint",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'df2am.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
