@@ -45,7 +45,7 @@ def _cpu() -> str:
 
 
 def _alignment(model, cfg, root, records, cache_dir):  # noqa: ANN001, ANN202 - script helper
-    from df2am.engine.evaluator import extract_records
+    from df2am.assess.evaluator import extract_records
     from df2am.evaluation import modality_alignment
 
     rgb = [r for r in records if r.modality == "rgb"]
@@ -74,13 +74,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, datefmt="%H:%M:%S",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from df2am.assess.evaluator import evaluate_model
     from df2am.config import apply_overrides
     from df2am.data.datasets.sysu import SYSU
     from df2am.data.protocol import train_records
     from df2am.data.synthetic import write_synthetic
     from df2am.engine.api import load_model
     from df2am.engine.demo import DEMO_DATA, demo_config
-    from df2am.engine.evaluator import evaluate_model
     from df2am.train.trainer import resolve_cache_dir, train
 
     out = Path(args.out)

@@ -160,7 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _print_results(path: Path) -> None:
     if not path.is_file():
         return
-    from df2am.engine.results import read_metrics
+    from df2am.assess.results import read_metrics
 
     doc = read_metrics(path)
     keys = [k for k in ("rank1", "rank10", "rank20", "mAP", "mINP") if k in doc]

@@ -35,12 +35,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from df2am.assess.evaluator import EvalReport, evaluate_model, write_eval_outputs
 from df2am.config import Config, DataConfig, config_from_dict
 from df2am.data.cache import decode_resize
 from df2am.data.images import display_path, to_rgb
 from df2am.data.transforms import TestTransform
 from df2am.device import resolve_device
-from df2am.engine.evaluator import EvalReport, evaluate_model, write_eval_outputs
 from df2am.errors import CheckpointError, ConfigError, DatasetError
 from df2am.models import DF2AMNet, build_model
 from df2am.train.checkpoint import MODEL_KEYS, load_checkpoint

@@ -44,10 +44,10 @@ from typing import Any
 
 import torch
 
+from df2am.assess.evaluator import EvalReport, evaluate_model, format_table, write_eval_outputs
+from df2am.assess.plots import plot_cmc
+from df2am.assess.results import write_json
 from df2am.config import Config, config_from_dict
-from df2am.engine.evaluator import EvalReport, evaluate_model, format_table, write_eval_outputs
-from df2am.engine.plots import plot_cmc
-from df2am.engine.results import write_json
 from df2am.train.rundir import run_status
 
 __all__ = ["DEMO_CONFIG", "DEMO_DATA", "TINY_CONFIG", "TINY_DATA", "DemoResult", "run_demo",

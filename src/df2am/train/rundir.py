@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from df2am.engine.results import RESULTS_NAME
+from df2am.assess.results import RESULTS_NAME
 
 __all__ = ["RunStatus", "run_status"]
 

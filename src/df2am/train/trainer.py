@@ -79,6 +79,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from df2am.assess.results import (
+    read_results,
+    summary_metrics,
+    trial_result,
+    write_results,
+)
 from df2am.atomic import TMP_GLOB
 from df2am.config import (
     Config,
@@ -90,12 +96,6 @@ from df2am.config import (
 from df2am.data.records import ImageRecord
 from df2am.data.validation import split_validation
 from df2am.device import resolve_device
-from df2am.engine.results import (
-    read_results,
-    summary_metrics,
-    trial_result,
-    write_results,
-)
 from df2am.errors import CheckpointError, ConfigError, DatasetError, Df2amError
 from df2am.evaluation import AlignmentReport
 from df2am.train import runlock
@@ -261,7 +261,7 @@ def _validate(
     features (:func:`df2am.evaluation.modality_alignment`: within-RGB, within-IR and
     cross-modality Rank-1/mAP, the cross-modality positive/negative distance gap); the report
     itself is returned beside, for the log line."""
-    from df2am.engine.evaluator import extract_records
+    from df2am.assess.evaluator import extract_records
     from df2am.evaluation import evaluate_features, modality_alignment
 
     def feats(records: list[ImageRecord]) -> torch.Tensor:
@@ -631,15 +631,10 @@ def _check_test_split(cfg: Config, records: list[ImageRecord], device: torch.dev
     idx labels are per split: the person folder); a dataset whose training records carry no
     comparable identity (LLCM's labels) is not checked.
     """
+    from df2am.assess.evaluator import build_eval_splits
     from df2am.data.datasets import get_dataset
-    from df2am.engine.evaluator import _build_split, _resolve_options
 
-    opts = _resolve_options(
-        cfg, None, device=device, dataset=None, batch_size=None, feature=None, flip=None,
-        split_file=None, given={},
-    )
-    test = _build_split(cfg, opts, mode=None, sampler=None, shots=None, trials=None,
-                        direction=None)
+    test = build_eval_splits(cfg, device=device)
     ds = get_dataset(cfg.data.dataset)
     train_ids = {k for r in records if (k := ds.identity_key(r)) is not None}
     if not train_ids:
@@ -1127,7 +1122,7 @@ def _final_test(
     if not cfg.train.final_eval:
         logger.info("train.final_eval=false: no test evaluation")
         return None
-    from df2am.engine.evaluator import evaluate_model, write_eval_outputs
+    from df2am.assess.evaluator import evaluate_model, write_eval_outputs
     from df2am.models import build_model
 
     state = load_checkpoint(result.final_checkpoint)

@@ -42,9 +42,9 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
+from df2am.assess.results import RESULTS_NAME, read_results
 from df2am.data.images import to_rgb
 from df2am.engine.features import IMAGE_SUFFIXES
-from df2am.engine.results import RESULTS_NAME, read_results
 from df2am.errors import ConfigError, DatasetError, Df2amError
 
 __all__ = ["create_app", "safe_path", "DEFAULT_MAX_UPLOAD", "SearchState", "RunState"]
@@ -168,9 +168,9 @@ class RunState:
         """Rank the gallery of the first trial for every query, as the evaluation did."""
         import torch
 
+        from df2am.assess.evaluator import extract_records
         from df2am.data.datasets import get_dataset
         from df2am.engine.api import load_model
-        from df2am.engine.evaluator import extract_records
         from df2am.evaluation.distance import pairwise_distance
 
         assert self.root is not None
@@ -230,7 +230,7 @@ class RunState:
                     len(gallery), self.trial)
 
     def summary(self) -> dict[str, Any]:
-        from df2am.engine.evaluator import METRIC_KEYS
+        from df2am.assess.evaluator import METRIC_KEYS
 
         r = self.results
         valid = [q for q in self.queries if q["valid"]]

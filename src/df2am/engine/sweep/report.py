@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from df2am.assess.results import read_metrics as _read_metrics
 from df2am.atomic import atomic_write_text
-from df2am.engine.results import read_metrics as _read_metrics
 from df2am.engine.sweep.plan import SweepPlan, UnitPlan
 from df2am.engine.sweep.spec import (
     EVAL_OPTIONS,

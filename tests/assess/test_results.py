@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from df2am.assess import results as rs
 from df2am.atomic import atomic_write
-from df2am.engine import results as rs
 from df2am.errors import Df2amError
 
 

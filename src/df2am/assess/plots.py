@@ -2,7 +2,7 @@
 
 ::
 
-    from df2am.engine.plots import plot_cmc
+    from df2am.assess.plots import plot_cmc
 
     plot_cmc({"DF²AM": (cmc_mean, cmc_std)}, "runs/x/cmc.png", title="SYSU-MM01 all-search")
 

@@ -12,16 +12,16 @@ import torch
 from PIL import Image
 
 from df2am import cli
-from df2am.config import Config
-from df2am.data.datasets.sysu import sysu_gallery, sysu_query
-from df2am.engine.evaluator import extract_records
-from df2am.engine.visualize import (
+from df2am.assess.evaluator import extract_records
+from df2am.assess.visualize import (
     CORRECT_COLOR,
     WRONG_COLOR,
     VisualizeError,
     part_attention_figure,
     visualize,
 )
+from df2am.config import Config
+from df2am.data.datasets.sysu import sysu_gallery, sysu_query
 from df2am.models import build_model
 from tiny import H, W, make_sysu, save_model
 from tiny import tiny_config as _tiny_config

@@ -11,16 +11,16 @@ import pytest
 import torch
 from PIL import Image
 
-from df2am.data import transforms
-from df2am.data.datasets.regdb import regdb_test
-from df2am.data.datasets.sysu import sysu_gallery, sysu_query
-from df2am.engine.evaluator import (
+from df2am.assess.evaluator import (
     METRIC_KEYS,
     EvalReport,
     evaluate_model,
     format_table,
     write_eval_outputs,
 )
+from df2am.data import transforms
+from df2am.data.datasets.regdb import regdb_test
+from df2am.data.datasets.sysu import sysu_gallery, sysu_query
 from df2am.errors import ConfigError, DatasetError
 from df2am.evaluation import EvalResult, aggregate_trials, evaluate_features
 from df2am.models import build_model

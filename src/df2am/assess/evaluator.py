@@ -3,7 +3,7 @@
 ::
 
     from df2am.engine.api import load_model
-    from df2am.engine.evaluator import evaluate_model, format_table, write_eval_outputs
+    from df2am.assess.evaluator import evaluate_model, format_table, write_eval_outputs
 
     model, cfg = load_model("runs/sysu/model_final.pt")
     report = evaluate_model(model, cfg, "/data/SYSU-MM01", mode="all", trials=10)
@@ -50,14 +50,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from df2am.assess.plots import plot_cmc
+from df2am.assess.results import METRIC_KEYS, write_results
 from df2am.config import Config, DataConfig, EvalConfig
 from df2am.data.cache import NO_CACHE
 from df2am.data.datasets import TestOptions, get_dataset
 from df2am.data.loader import build_test_loader
 from df2am.data.records import ImageRecord
 from df2am.device import resolve_device
-from df2am.engine.plots import plot_cmc
-from df2am.engine.results import METRIC_KEYS, write_results
 from df2am.errors import ConfigError, DatasetError
 from df2am.evaluation import (
     CMC_RANKS,
@@ -73,6 +73,8 @@ from df2am.evaluation import (
 
 __all__ = [
     "EvalReport",
+    "EvalSplits",
+    "build_eval_splits",
     "evaluate_model",
     "extract_records",
     "format_table",
@@ -352,8 +354,15 @@ class _Options:
 
 
 @dataclass
-class _TestSplit:
-    """The trials to evaluate and their (query, gallery) lists."""
+class EvalSplits:
+    """The trials to evaluate and their (query, gallery) lists (:func:`build_eval_splits`).
+
+    Attributes:
+        ds: the dataset object (:func:`df2am.data.datasets.get_dataset`).
+        options: its resolved test options.
+        trial_ids: the trial numbers.
+        splits: ``(query, gallery)`` records per trial, in ``trial_ids`` order.
+    """
 
     ds: Any
     options: TestOptions
@@ -414,7 +423,7 @@ def _build_split(
     shots: int | None,
     trials: int | None,
     direction: str | None,
-) -> _TestSplit:
+) -> EvalSplits:
     """Split phase: the dataset's test options, trial numbers and per-trial lists."""
     ev = opts.ev
     ds = get_dataset(opts.dataset)
@@ -426,14 +435,29 @@ def _build_split(
     splits = [ds.test_split(opts.root, t, options) for t in trial_ids]
     if not splits[0][0]:
         raise DatasetError(f"{opts.dataset} at {opts.root}: the query set is empty")
-    return _TestSplit(ds=ds, options=options, trial_ids=trial_ids, splits=splits)
+    return EvalSplits(ds=ds, options=options, trial_ids=trial_ids, splits=splits)
+
+
+def build_eval_splits(cfg: Config, *, device: str | torch.device = "cpu") -> EvalSplits:
+    """The trials and (query, gallery) lists that ``evaluate_model(model, cfg)`` tests: the
+    protocol of ``cfg.eval`` on ``cfg.data.root``, checked and built without a model.
+
+    The trainer builds them before epoch 1, so that a missing test folder or a bad split file
+    fails before training, and checks them against the training identities.
+    """
+    opts = _resolve_options(
+        cfg, None, device=device, dataset=None, batch_size=None, feature=None, flip=None,
+        split_file=None, given={},
+    )
+    return _build_split(cfg, opts, mode=None, sampler=None, shots=None, trials=None,
+                        direction=None)
 
 
 def _extract_once(
     model: torch.nn.Module,
     cfg: Config,
     opts: _Options,
-    test: _TestSplit,
+    test: EvalSplits,
     cache_dir: str | Path | None,
 ) -> _Features:
     """Extract phase: one forward pass per distinct image.
@@ -471,7 +495,7 @@ def _extract_once(
     return _Features(query_union, query_index, query_feats, union, union_index, union_feats)
 
 
-def _score_trials(opts: _Options, test: _TestSplit, feats: _Features) -> list[EvalResult]:
+def _score_trials(opts: _Options, test: EvalSplits, feats: _Features) -> list[EvalResult]:
     """Score phase: each trial's metrics from its rows of the extracted features."""
     results: list[EvalResult] = []
     for t, (query, gallery) in zip(test.trial_ids, test.splits, strict=True):
@@ -492,7 +516,7 @@ def _score_trials(opts: _Options, test: _TestSplit, feats: _Features) -> list[Ev
 
 def _report(
     opts: _Options,
-    test: _TestSplit,
+    test: EvalSplits,
     feats: _Features,
     results: list[EvalResult],
     *,

@@ -3,7 +3,7 @@
 ::
 
     from df2am.engine.api import load_model
-    from df2am.engine.visualize import visualize
+    from df2am.assess.visualize import visualize
 
     model, cfg = load_model("runs/sysu/model_final.pt")
     result = visualize(model, cfg, "/data/SYSU-MM01", "runs/sysu/figures", mode="all",
@@ -51,13 +51,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from df2am.assess.evaluator import extract_records
 from df2am.config import Config
 from df2am.data.cache import decode_resize
 from df2am.data.datasets import TestOptions, get_dataset
 from df2am.data.records import ImageRecord
 from df2am.data.transforms import TestTransform
 from df2am.device import resolve_device
-from df2am.engine.evaluator import extract_records
 from df2am.errors import ConfigError, DatasetError, Df2amError
 
 __all__ = [
