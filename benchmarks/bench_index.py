@@ -24,8 +24,8 @@ import time
 
 import numpy as np
 
-from df2am.engine.features import FeatureSet
-from df2am.engine.index import build_index
+from df2am.deploy.features import FeatureSet
+from df2am.deploy.index import build_index
 
 logger = logging.getLogger("bench_index")
 

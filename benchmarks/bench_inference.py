@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from df2am.config import ModelConfig
-from df2am.engine.export import _InferenceGraph, export_onnx, onnx_session
+from df2am.deploy.export import InferenceGraph, export_onnx, onnx_session
 from df2am.models import build_model
 
 logger = logging.getLogger("bench_inference")
@@ -91,7 +91,7 @@ def _make_path(name: str, model: torch.nn.Module, x: torch.Tensor, args: argpars
     info: dict[str, Any] = {}
     # extract()'s computation as a module without its eval()/train() toggling (which
     # torch.compile would trace into guards): the very module export_onnx traces.
-    graph = _InferenceGraph(model, "rgb", model.cfg.test_feature, False).eval()  # type: ignore[union-attr]
+    graph = InferenceGraph(model, "rgb", model.cfg.test_feature, False).eval()  # type: ignore[union-attr]
 
     if name == "eager_fp32":
         return (lambda: model.extract(x, "rgb", flip=False)), info

@@ -35,7 +35,7 @@ METRICS = ("rank1", "mAP", "mINP")
 def _run(setting: str, overrides: list[str], seed: int, root: Path, out: Path) -> dict:
     from df2am.assess.evaluator import evaluate_model
     from df2am.config import apply_overrides
-    from df2am.engine.api import load_model
+    from df2am.deploy.api import load_model
     from df2am.engine.demo import demo_config
     from df2am.train.trainer import resolve_cache_dir, train
 

@@ -105,7 +105,7 @@ def test_eval_unreadable_checkpoint_exit_2(setup, tmp_path: Path, capsys):
 
 
 def test_evaluate_checkpoint_api_matches_cli(setup, tmp_path: Path):
-    from df2am.engine.api import evaluate_checkpoint
+    from df2am.deploy.api import evaluate_checkpoint
 
     ckpt, root = setup
     report = evaluate_checkpoint(ckpt, root, device="cpu", trials=2, out_dir=tmp_path / "api")

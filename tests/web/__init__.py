@@ -15,9 +15,9 @@ def make_sysu(root: Path, per_folder: int = 2) -> Path:
 
 def build_env(base: Path) -> dict[str, Path]:
     """Checkpoint, dataset, an exact RGB index over ``cam1``, a 1-trial eval run, a twin."""
-    from df2am.engine.api import evaluate_checkpoint
-    from df2am.engine.features import extract_images
-    from df2am.engine.index import build_index, save_index
+    from df2am.deploy.api import evaluate_checkpoint
+    from df2am.deploy.features import extract_images
+    from df2am.deploy.index import build_index, save_index
 
     ckpt = make_checkpoint(base / "ckpt" / "model.pt")
     root = make_sysu(base / "SYSU")

@@ -129,7 +129,7 @@ def test_run_queries_equal_an_independent_computation(client, env):
     import torch
 
     from df2am.data.datasets.sysu import sysu_gallery, sysu_query
-    from df2am.engine.api import extract_features, load_model
+    from df2am.deploy.api import extract_features, load_model
 
     root = env["root"]
     query, gallery = sysu_query(root, "all"), sysu_gallery(root, "all", 0)

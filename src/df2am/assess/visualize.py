@@ -2,7 +2,7 @@
 
 ::
 
-    from df2am.engine.api import load_model
+    from df2am.deploy.api import load_model
     from df2am.assess.visualize import visualize
 
     model, cfg = load_model("runs/sysu/model_final.pt")

@@ -64,7 +64,7 @@ def _register_extract(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_extract(args: argparse.Namespace) -> int:
-    from df2am.engine.features import extract_images, save_features
+    from df2am.deploy.features import extract_images, save_features
 
     _check_checkpoint(args.checkpoint)
     fs = extract_images(args.checkpoint, args.images, args.modality, dtype=args.dtype,
@@ -117,8 +117,8 @@ def _register_index(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_index_build(args: argparse.Namespace) -> int:
-    from df2am.engine.features import load_features
-    from df2am.engine.index import build_index, save_index
+    from df2am.deploy.features import load_features
+    from df2am.deploy.index import build_index, save_index
 
     fs = load_features(args.features, mmap=True)
     index = build_index(fs, args.type, nlist=args.nlist, nprobe=args.nprobe, m=args.m,
@@ -146,8 +146,8 @@ def _ids(paths: list[str], source: str) -> list[str]:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    from df2am.engine.features import load_features
-    from df2am.engine.index import calibrate_threshold, load_index
+    from df2am.deploy.features import load_features
+    from df2am.deploy.index import calibrate_threshold, load_index
 
     index = load_index(args.index)
     q = load_features(args.queries)
@@ -192,9 +192,9 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from df2am.engine.api import load_model
-    from df2am.engine.features import extract_paths, model_fingerprint
-    from df2am.engine.index import load_index
+    from df2am.deploy.api import load_model
+    from df2am.deploy.features import extract_paths, model_fingerprint
+    from df2am.deploy.index import load_index
 
     if args.modality not in ("rgb", "ir"):
         raise ConfigError(f"--modality must be 'rgb' or 'ir', got {args.modality!r}")

@@ -105,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from df2am.assess.evaluator import format_table, write_eval_outputs
-    from df2am.engine.api import evaluate_checkpoint
+    from df2am.deploy.api import evaluate_checkpoint
 
     if not args.checkpoint.is_file():
         raise CheckpointError(f"checkpoint not found: {args.checkpoint}")

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``export`` to the top-level parser."""
-    from df2am.engine.export import DEFAULT_OPSET, PARITY_TOLERANCE
+    from df2am.deploy.export import DEFAULT_OPSET, PARITY_TOLERANCE
 
     p = sub.add_parser(
         "export",
@@ -74,8 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from df2am.engine.api import load_model
-    from df2am.engine.export import (
+    from df2am.deploy.api import load_model
+    from df2am.deploy.export import (
         ExportError,
         check_parity,
         checkpoint_fingerprint,

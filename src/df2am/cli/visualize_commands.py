@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run_visualize(args: argparse.Namespace) -> int:
     from df2am.assess.visualize import visualize
-    from df2am.engine.api import load_model
+    from df2am.deploy.api import load_model
 
     if not args.checkpoint.is_file():
         raise CheckpointError(f"checkpoint not found: {args.checkpoint}")

@@ -200,7 +200,7 @@ def run_demo(out_dir: str | Path, *, tiny: bool = False, device: str = "cpu") ->
     """
     from df2am.data.protocol import train_records
     from df2am.data.synthetic import write_synthetic
-    from df2am.engine.api import load_model
+    from df2am.deploy.api import load_model
     from df2am.models import build_model
     from df2am.train.precision import seed_everything
     from df2am.train.trainer import resolve_cache_dir, train

@@ -44,7 +44,7 @@ from PIL import Image
 
 from df2am.assess.results import RESULTS_NAME, read_results
 from df2am.data.images import to_rgb
-from df2am.engine.features import IMAGE_SUFFIXES
+from df2am.deploy.features import IMAGE_SUFFIXES
 from df2am.errors import ConfigError, DatasetError, Df2amError
 
 __all__ = ["create_app", "safe_path", "DEFAULT_MAX_UPLOAD", "SearchState", "RunState"]
@@ -99,9 +99,9 @@ class SearchState:
     @classmethod
     def load(cls, index_path: str | os.PathLike[str], checkpoint: str | os.PathLike[str], *,
              threshold: float | None = None, device: str = "cpu") -> SearchState:
-        from df2am.engine.api import load_model
-        from df2am.engine.features import model_fingerprint
-        from df2am.engine.index import load_index
+        from df2am.deploy.api import load_model
+        from df2am.deploy.features import model_fingerprint
+        from df2am.deploy.index import load_index
 
         index = load_index(index_path)
         model, cfg = load_model(checkpoint, device=device)
@@ -112,7 +112,7 @@ class SearchState:
 
     def query(self, image: Image.Image, modality: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows and distances of the top ``k`` for one decoded image (the index pipeline)."""
-        from df2am.engine.features import extract_paths
+        from df2am.deploy.features import extract_paths
 
         # Through a file, so decode + resize are exactly those the gallery went through.
         with tempfile.TemporaryDirectory() as tmp:
@@ -170,7 +170,7 @@ class RunState:
 
         from df2am.assess.evaluator import extract_records
         from df2am.data.datasets import get_dataset
-        from df2am.engine.api import load_model
+        from df2am.deploy.api import load_model
         from df2am.evaluation.distance import pairwise_distance
 
         assert self.root is not None

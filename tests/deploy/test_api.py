@@ -11,7 +11,7 @@ from PIL import Image
 
 from df2am.config import Config, ModelConfig, config_to_dict
 from df2am.data import transforms
-from df2am.engine.api import extract_features, load_model, search
+from df2am.deploy.api import extract_features, load_model, search
 from df2am.errors import CheckpointError, ConfigError, DatasetError
 from df2am.models import build_model
 from df2am.train.checkpoint import FORMAT_VERSION, save_checkpoint

@@ -5,8 +5,8 @@ One ONNX graph holds the inference path of **one modality's stream**: that modal
 the chosen test feature (``fused`` / ``global`` / ``bn_global``), optional flip averaging and
 the L2 normalisation — exactly :meth:`df2am.models.DF2AMNet.extract`::
 
-    from df2am.engine.api import load_model
-    from df2am.engine.export import check_parity, export_onnx
+    from df2am.deploy.api import load_model
+    from df2am.deploy.export import check_parity, export_onnx
 
     model, cfg = load_model("runs/sysu/model_final.pt")
     path = export_onnx(model, "runs/sysu/ir.onnx", modality="ir",
@@ -69,6 +69,7 @@ __all__ = [
     "DEFAULT_OPSET",
     "ExportError",
     "INPUT_NAME",
+    "InferenceGraph",
     "OUTPUT_NAME",
     "PARITY_TOLERANCE",
     "export_onnx",
@@ -111,7 +112,7 @@ def _require(module: str) -> Any:
         ) from exc
 
 
-class _InferenceGraph(nn.Module):
+class InferenceGraph(nn.Module):
     """``DF2AMNet.extract`` of one modality as a plain ``forward(images)`` (what gets traced).
 
     Flip averaging runs the images and their mirror images as **one** batch of 2N: the graph
@@ -322,7 +323,7 @@ def _trace(model: nn.Module, modality: str, feature: str, flip: bool, height: in
     device, dtype = param.device, param.dtype
     # The graph is fp32 and device-free; tracing on the CPU keeps CUDA out of the export.
     model.float().cpu().eval()
-    graph = _InferenceGraph(model, modality, feature, flip).eval()
+    graph = InferenceGraph(model, modality, feature, flip).eval()
     # Batch 2 for the example: torch.export specialises a size-1 dimension to a constant.
     example = torch.randn(2, 3, height, width)
     try:

@@ -2,7 +2,7 @@
 
 ::
 
-    from df2am.engine.features import extract_images, save_features, load_features
+    from df2am.deploy.features import extract_images, save_features, load_features
 
     feats = extract_images("runs/sysu/model_final.pt", "photos/cam3", "ir", dtype="float16")
     save_features(feats, "out/gallery")          # writes out/gallery.npy + out/gallery.json
@@ -355,7 +355,7 @@ def extract_images(
         fs = extract_images("runs/sysu/model_final.pt", "gallery/", "rgb", skip_bad=True)
         save_features(fs, "out/gallery")
     """
-    from df2am.engine.api import load_model  # api imports the evaluator; keep import cheap
+    from df2am.deploy.api import load_model  # api imports the evaluator; keep import cheap
 
     if modality not in ("rgb", "ir"):
         raise ConfigError(f"--modality must be 'rgb' or 'ir', got {modality!r}")

@@ -17,7 +17,7 @@ import df2am.cli as cli  # noqa: E402
 from df2am import __version__  # noqa: E402
 from df2am.config import Config, ModelConfig  # noqa: E402
 from df2am.data.transforms import TestTransform  # noqa: E402
-from df2am.engine.export import (  # noqa: E402
+from df2am.deploy.export import (  # noqa: E402
     ExportError,
     check_parity,
     checkpoint_fingerprint,

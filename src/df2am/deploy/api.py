@@ -2,7 +2,7 @@
 
 Example — rank a gallery of RGB images for each IR query::
 
-    from df2am.engine.api import load_model, extract_features, search
+    from df2am.deploy.api import load_model, extract_features, search
 
     model, cfg = load_model("runs/sysu/model_final.pt")          # eval mode, on the CPU
     gallery = extract_features(model, ["g/0001.jpg", "g/0002.jpg"], "rgb")   # (2, C)

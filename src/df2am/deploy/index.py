@@ -2,8 +2,8 @@
 
 ::
 
-    from df2am.engine.features import load_features
-    from df2am.engine.index import build_index, load_index, save_index
+    from df2am.deploy.features import load_features
+    from df2am.deploy.index import build_index, load_index, save_index
 
     index = build_index(load_features("out/gallery"), kind="exact")    # or "ivf", "hnsw"
     save_index(index, "out/gallery_index")     # out/gallery_index.faiss + .json
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from df2am.atomic import atomic_path, atomic_write
-from df2am.engine.features import FeatureSet
+from df2am.deploy.features import FeatureSet
 from df2am.errors import ConfigError, Df2amError
 
 __all__ = [

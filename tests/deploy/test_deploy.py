@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 
 from df2am.cli import main
-from df2am.engine.api import extract_features, load_model, search
-from df2am.engine.features import list_images, load_features, save_features
-from df2am.engine.index import (
+from df2am.deploy.api import extract_features, load_model, search
+from df2am.deploy.features import list_images, load_features, save_features
+from df2am.deploy.index import (
     SearchIndexError,
     build_index,
     calibrate_threshold,
