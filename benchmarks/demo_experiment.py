@@ -80,7 +80,7 @@ def main() -> None:
     from df2am.data.protocol import train_records
     from df2am.data.synthetic import write_synthetic
     from df2am.deploy.api import load_model
-    from df2am.engine.demo import DEMO_DATA, demo_config
+    from df2am.experiments.demo import DEMO_DATA, demo_config
     from df2am.train.trainer import resolve_cache_dir, train
 
     out = Path(args.out)

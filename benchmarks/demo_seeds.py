@@ -36,7 +36,7 @@ def _run(setting: str, overrides: list[str], seed: int, root: Path, out: Path) -
     from df2am.assess.evaluator import evaluate_model
     from df2am.config import apply_overrides
     from df2am.deploy.api import load_model
-    from df2am.engine.demo import demo_config
+    from df2am.experiments.demo import demo_config
     from df2am.train.trainer import resolve_cache_dir, train
 
     done = out / "summary.json"
@@ -72,7 +72,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, datefmt="%H:%M:%S",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from df2am.data.synthetic import write_synthetic
-    from df2am.engine.demo import DEMO_DATA
+    from df2am.experiments.demo import DEMO_DATA
 
     spec = yaml.safe_load(args.spec.read_text())
     runs: dict[str, list[str]] = spec["runs"]

@@ -145,7 +145,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from df2am.engine.demo import run_demo
+    from df2am.experiments.demo import run_demo
 
     result = run_demo(args.out, tiny=args.tiny, device=args.device)
     print(result.summary_text())

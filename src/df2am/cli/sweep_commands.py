@@ -11,7 +11,7 @@
 
 Runs go one after another into ``OUT/<run>``; finished runs are skipped, unfinished ones
 resumed, so the same command continues an interrupted sweep. The spec format is in
-docs/reproduce.md; the engine is :mod:`df2am.engine.sweep`.
+docs/reproduce.md; the engine is :mod:`df2am.experiments.sweep`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import shlex
 from pathlib import Path
 
 from df2am.cli.arguments import overrides_anywhere
-from df2am.engine.sweep import PAPER_SPECS
+from df2am.experiments.sweep import PAPER_SPECS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -79,15 +79,15 @@ def _common(p: argparse.ArgumentParser, default_out: Path | None) -> None:
 
 
 def _run_reproduce(args: argparse.Namespace) -> int:
-    from df2am.engine.sweep import paper_spec_path
+    from df2am.experiments.sweep import paper_spec_path
 
     args.spec = paper_spec_path(args.target)
     return _run_sweep(args)
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from df2am.engine.sweep import SweepError, load_spec, plan_sweep, run_sweep
     from df2am.errors import ConfigError
+    from df2am.experiments.sweep import SweepError, load_spec, plan_sweep, run_sweep
 
     for o in args.overrides:
         if "=" not in o:

@@ -37,9 +37,9 @@ _EXPORTS: dict[str, str] = {
     "search": "df2am.deploy.api",
     "evaluate_checkpoint": "df2am.deploy.api",
     # the demo and sweeps
-    "run_demo": "df2am.engine.demo",
-    "DemoResult": "df2am.engine.demo",
-    "run_sweep": "df2am.engine.sweep",
+    "run_demo": "df2am.experiments.demo",
+    "DemoResult": "df2am.experiments.demo",
+    "run_sweep": "df2am.experiments.sweep",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,7 +2,7 @@
 
 ::
 
-    from df2am.engine.demo import run_demo
+    from df2am.experiments.demo import run_demo
 
     result = run_demo("runs/demo")          # minutes on 2 CPU cores (see DEMO_CONFIG)
     print(result.summary_text())             # untrained vs trained tables + elapsed time

@@ -18,16 +18,16 @@ from typing import Any
 import yaml
 
 from df2am.config import Config, complete_config_dict, config_to_dict, flatten, load_config
-from df2am.engine.sweep.spec import (
+from df2am.errors import ConfigError
+from df2am.experiments.sweep.spec import (
     EVAL_OPTIONS,
     MODEL_NEUTRAL_PREFIXES,
     EvalSpec,
     RunSpec,
     SweepError,
     SweepSpec,
-    _fmt_value,
+    fmt_value,
 )
-from df2am.errors import ConfigError
 from df2am.train.rundir import run_status
 
 
@@ -61,7 +61,7 @@ def resolve_run(
 _flatten = flatten  # dotted config keys (df2am.config.flatten)
 
 
-def _model_key(cfg_dict: Mapping[str, Any]) -> str:
+def model_key(cfg_dict: Mapping[str, Any]) -> str:
     """A canonical string of the settings that determine the trained model."""
     flat = _flatten(cfg_dict)
     kept = {k: v for k, v in flat.items()
@@ -71,11 +71,13 @@ def _model_key(cfg_dict: Mapping[str, Any]) -> str:
 
 
 def _model_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    fa, fb = json.loads(_model_key(a)), json.loads(_model_key(b))
+    fa, fb = json.loads(model_key(a)), json.loads(model_key(b))
     return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
 
 
-def _read_saved(run_dir: Path) -> dict[str, Any] | None:
+def read_saved(run_dir: Path) -> dict[str, Any] | None:
+    """The config a run directory trained with (``config.yaml``, completed with the keys added
+    since), or None when there is none; :class:`SweepError` if it is not a run config."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         return None
@@ -158,7 +160,7 @@ def _eval_argv(unit_dir: Path, root: str, ev: EvalSpec, python: str) -> list[str
         if isinstance(v, bool):
             argv.append(flag if v else f"--no-{k.replace('_', '-')}")
         else:
-            argv += [flag, _fmt_value(v)]
+            argv += [flag, fmt_value(v)]
     return argv
 
 
@@ -169,9 +171,9 @@ def _index_runs(out_dir: Path) -> dict[str, Path]:
         return index
     found = [*out_dir.glob("*/config.yaml"), *out_dir.glob("*/trial_*/config.yaml")]
     for cfg_path in sorted(found):
-        saved = _read_saved(cfg_path.parent)
+        saved = read_saved(cfg_path.parent)
         if saved is not None:
-            index.setdefault(_model_key(saved), cfg_path.parent)
+            index.setdefault(model_key(saved), cfg_path.parent)
     return index
 
 
@@ -204,7 +206,7 @@ def plan_sweep(
         for trial in spec.trials or [None]:
             cfg = resolve_run(spec, run, extra, trial)
             cfg_dict = config_to_dict(cfg)
-            key = _model_key(cfg_dict)
+            key = model_key(cfg_dict)
             own = out / run.name if trial is None else out / run.name / f"trial_{trial}"
             status = _status(own)
             unit_dir, alias_of = own, None
@@ -213,7 +215,7 @@ def plan_sweep(
                 if other is not None and other != own:
                     unit_dir, alias_of = other, other
                     status = "alias" if other in planned.values() else _status(other)
-            saved = _read_saved(unit_dir)
+            saved = read_saved(unit_dir)
             if saved is not None:
                 diff = _model_diff(saved, cfg_dict)
                 if diff:

@@ -10,7 +10,7 @@ import pytest
 from df2am.cli import main
 from df2am.config import config_from_dict, config_to_dict, load_config
 from df2am.deploy.api import load_model
-from df2am.engine.demo import DEMO_CONFIG, TINY_CONFIG, demo_config, run_demo
+from df2am.experiments.demo import DEMO_CONFIG, TINY_CONFIG, demo_config, run_demo
 
 KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 REPO = Path(__file__).resolve().parents[2]

@@ -24,7 +24,7 @@ Figures 3–4 ship in ``df2am/configs/paper/``)::
 
 Python API::
 
-    from df2am.engine.sweep import load_spec, run_sweep
+    from df2am.experiments.sweep import load_spec, run_sweep
 
     spec = load_spec("src/df2am/configs/paper/table3.yaml")
     report = run_sweep(spec, "runs/paper", root="/data/SYSU-MM01")
@@ -48,27 +48,28 @@ model_final.pt --out UNIT/eval_<options>``. Each subprocess's output is appended
 The package is split by concern (imports run one way: ``spec`` ← ``plan`` ← ``run``, and
 ``spec``/``plan`` ← ``report`` ← ``run``):
 
-* :mod:`~df2am.engine.sweep.spec`: the spec format (dataclasses, :func:`load_spec`, the
+* :mod:`~df2am.experiments.sweep.spec`: the spec format (dataclasses, :func:`load_spec`, the
   shipped paper specs);
-* :mod:`~df2am.engine.sweep.plan`: run configs, model identity, skip / resume / reuse planning;
-* :mod:`~df2am.engine.sweep.run`: executing the plan (runner subprocesses, logs, :func:`run_sweep`);
-* :mod:`~df2am.engine.sweep.report`: collecting results, the Markdown table, plots, JSON.
+* :mod:`~df2am.experiments.sweep.plan`: run configs, model identity, skip / resume / reuse planning;
+* :mod:`~df2am.experiments.sweep.run`: executing the plan (runner subprocesses, logs,
+  :func:`run_sweep`);
+* :mod:`~df2am.experiments.sweep.report`: collecting results, the Markdown table, plots, JSON.
 """
 
 from __future__ import annotations
 
-# The ``noqa: F401`` names are importable from here as before the split (tests use
-# ``METRICS``, ``_model_key`` and ``_read_saved``) but stay out of ``__all__``.
-from df2am.engine.sweep.plan import (
+# The ``noqa: F401`` names are importable from here too (tests use ``METRICS``, ``model_key``
+# and ``read_saved``) but stay out of ``__all__``.
+from df2am.experiments.sweep.plan import (
     EvalPlan,  # noqa: F401
     SweepPlan,
     UnitPlan,
-    _model_key,  # noqa: F401
-    _read_saved,  # noqa: F401
+    model_key,  # noqa: F401
     plan_sweep,
+    read_saved,  # noqa: F401
     resolve_run,
 )
-from df2am.engine.sweep.report import (
+from df2am.experiments.sweep.report import (
     SweepReport,
     collect,
     read_metrics,
@@ -76,8 +77,8 @@ from df2am.engine.sweep.report import (
     write_plots,
     write_report,
 )
-from df2am.engine.sweep.run import Runner, execute_plan, run_sweep, subprocess_runner
-from df2am.engine.sweep.spec import (
+from df2am.experiments.sweep.run import Runner, execute_plan, run_sweep, subprocess_runner
+from df2am.experiments.sweep.spec import (
     EVAL_OPTIONS,  # noqa: F401
     METRICS,  # noqa: F401
     MODEL_NEUTRAL_PREFIXES,  # noqa: F401

@@ -11,26 +11,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from df2am.assess.results import read_metrics as _read_metrics
+from df2am.assess.results import read_metrics as read_results_metrics
 from df2am.atomic import atomic_write_text
-from df2am.engine.sweep.plan import SweepPlan, UnitPlan
-from df2am.engine.sweep.spec import (
+from df2am.experiments.sweep.plan import SweepPlan, UnitPlan
+from df2am.experiments.sweep.spec import (
     EVAL_OPTIONS,
     METRICS,
     EvalSpec,
     SweepError,
     SweepSpec,
-    _fmt_value,
+    fmt_value,
 )
 
 # The package's logger name, as before the split into modules.
-logger = logging.getLogger("df2am.engine.sweep")
+logger = logging.getLogger("df2am.experiments.sweep")
 
 
 def read_metrics(path: str | Path) -> dict[str, float]:
     """The metrics (percent) of one results JSON (:func:`df2am.engine.results.read_metrics`,
     the one reader of the format), its errors as :class:`SweepError`."""
-    return _read_metrics(path, error=SweepError)
+    return read_results_metrics(path, error=SweepError)
 
 
 def _mean_over_trials(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -197,7 +197,7 @@ def write_plots(report: SweepReport) -> list[Path]:
                 # Label the swept values themselves (1, 2, 4, ...) rather than powers of two.
                 xs = sorted({float(report.values[r.name].get(s.x, 0) or 0)
                              for s in plot.series for r in report.spec.group(s.group)} - {0.0})
-                ax.set_xticks(xs, [_fmt_value(x) for x in xs])
+                ax.set_xticks(xs, [fmt_value(x) for x in xs])
                 ax.minorticks_off()
             ax.set_xlabel(plot.xlabel or plot.series[0].x)
             ax.set_ylabel(names[metric])

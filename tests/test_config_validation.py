@@ -12,7 +12,7 @@ import pytest
 from df2am.config import NUMERIC_RULES, Config, complete_config_dict, config_to_dict, load_config
 from df2am.errors import ConfigError
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 # One hand-written bad value per rule of NUMERIC_RULES, with the message expected.
 BAD_VALUES = [

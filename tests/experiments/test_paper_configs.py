@@ -9,7 +9,13 @@ import yaml
 
 from df2am.cli import main
 from df2am.config import Config, load_config
-from df2am.engine.sweep import PAPER_SPECS, load_spec, paper_spec_dir, paper_spec_path, resolve_run
+from df2am.experiments.sweep import (
+    PAPER_SPECS,
+    load_spec,
+    paper_spec_dir,
+    paper_spec_path,
+    resolve_run,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -168,7 +174,7 @@ def test_reproduce_dry_run_shares_the_full_model(
 def test_all_specs_together_need_45_sysu_10_regdb_and_1_llcm_models() -> None:
     """Runs with equal model settings share one run directory (docs/reproduce.md's count)."""
     from df2am.config import config_to_dict
-    from df2am.engine.sweep import _model_key
+    from df2am.experiments.sweep import model_key
 
     models: dict[str, str] = {}
     for name in PAPER_SPECS:
@@ -176,7 +182,7 @@ def test_all_specs_together_need_45_sysu_10_regdb_and_1_llcm_models() -> None:
         for run in spec.runs:
             for trial in spec.trials or [None]:
                 cfg = resolve_run(spec, run, trial=trial)
-                models[_model_key(config_to_dict(cfg))] = cfg.data.dataset
+                models[model_key(config_to_dict(cfg))] = cfg.data.dataset
     assert sorted(models.values()).count("sysu") == 45
     assert sorted(models.values()).count("regdb") == 10
     assert sorted(models.values()).count("llcm") == 1

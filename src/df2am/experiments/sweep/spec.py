@@ -1,6 +1,6 @@
 """The sweep spec format: its dataclasses, :func:`load_spec` and the paper's shipped specs.
 
-Owns the YAML schema (see :mod:`df2am.engine.sweep` and docs/reproduce.md), its parsing and
+Owns the YAML schema (see :mod:`df2am.experiments.sweep` and docs/reproduce.md), its parsing and
 checking, the metric and ``df2am eval`` option names a spec may use, the config keys that do
 not change a trained model, and :class:`SweepError`.
 """
@@ -93,7 +93,7 @@ class EvalSpec:
         """Folder name of this evaluation inside a unit: ``eval_mode-indoor`` etc."""
         if not self.options:
             return "eval_default"
-        return "eval_" + "_".join(f"{k}-{_fmt_value(v)}" for k, v in sorted(self.options.items()))
+        return "eval_" + "_".join(f"{k}-{fmt_value(v)}" for k, v in sorted(self.options.items()))
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ class TableSpec:
 
 @dataclass
 class SweepSpec:
-    """A parsed sweep spec (see :mod:`df2am.engine.sweep`). ``base`` is resolved to a path."""
+    """A parsed sweep spec (see :mod:`df2am.experiments.sweep`). ``base`` is resolved to a path."""
 
     path: Path
     name: str
@@ -184,7 +184,8 @@ def paper_spec_path(name: str) -> Path:
     return path
 
 
-def _fmt_value(v: Any) -> str:
+def fmt_value(v: Any) -> str:
+    """A config value as run names, eval folder names and ``key=value`` overrides write it."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
@@ -235,12 +236,12 @@ def _parse_grid(data: Any, template: Any, group: str, where: str) -> list[RunSpe
         for combo in itertools.product(*(grid[k] for k in keys)):
             point = dict(zip(keys, combo, strict=True))
             if template is None:
-                name = "_".join(f"{k.rsplit('.', 1)[-1]}{_fmt_value(v)}" for k, v in point.items())
+                name = "_".join(f"{k.rsplit('.', 1)[-1]}{fmt_value(v)}" for k, v in point.items())
             else:
                 _expect(isinstance(template, str), f"{where}.name", "expected a string template")
                 name = template
                 for k, v in point.items():
-                    name = name.replace("{" + k + "}", _fmt_value(v))
+                    name = name.replace("{" + k + "}", fmt_value(v))
                 _expect("{" not in name, f"{where}.name",
                         f"template {template!r} names a key that is not in the grid")
             runs.append(RunSpec(name, group, tuple(_override(k, v) for k, v in point.items())))

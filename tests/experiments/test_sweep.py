@@ -11,8 +11,8 @@ import yaml
 
 from df2am.cli import main
 from df2am.config import load_config, save_config
-from df2am.engine import sweep
-from df2am.engine.sweep import (
+from df2am.experiments import sweep
+from df2am.experiments.sweep import (
     SweepError,
     load_spec,
     plan_sweep,
@@ -353,12 +353,12 @@ def test_saved_config_from_before_a_new_key_still_matches(tmp_path):
     import yaml
 
     from df2am.config import Config, config_to_dict
-    from df2am.engine.sweep import _read_saved
+    from df2am.experiments.sweep import read_saved
 
     doc = config_to_dict(Config())
     del doc["model"]["part_pooling"], doc["loss"]["affinity_reduction"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(doc))
-    assert _read_saved(tmp_path) == config_to_dict(Config())
+    assert read_saved(tmp_path) == config_to_dict(Config())
 
 
 def test_spec_with_a_duplicated_key_names_both_lines(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from df2am.cli import main
 from df2am.config import config_to_dict, load_config, save_config
 from df2am.errors import ConfigError
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_typo_in_yaml_names_key_and_file(tmp_path):

@@ -13,14 +13,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from df2am.engine.sweep.plan import SweepPlan, UnitPlan, plan_sweep
-from df2am.engine.sweep.report import SweepReport, collect, write_report
-from df2am.engine.sweep.spec import SweepError, SweepSpec, load_spec
+from df2am.experiments.sweep.plan import SweepPlan, UnitPlan, plan_sweep
+from df2am.experiments.sweep.report import SweepReport, collect, write_report
+from df2am.experiments.sweep.spec import SweepError, SweepSpec, load_spec
 
 __all__ = ["Runner", "subprocess_runner", "execute_plan", "run_sweep"]
 
 # The package's logger name, as before the split into modules.
-logger = logging.getLogger("df2am.engine.sweep")
+logger = logging.getLogger("df2am.experiments.sweep")
 
 #: ``runner(argv, log_path) -> exit status``; the default runs a subprocess and tees its output.
 Runner = Callable[[list[str], Path], int]
