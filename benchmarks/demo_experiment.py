@@ -81,7 +81,8 @@ def main() -> None:
     from df2am.data.synthetic import write_synthetic
     from df2am.deploy.api import load_model
     from df2am.experiments.demo import DEMO_DATA, demo_config
-    from df2am.train.trainer import resolve_cache_dir, train
+    from df2am.train.rundir import resolve_cache_dir
+    from df2am.train.trainer import train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,8 @@ def _run(setting: str, overrides: list[str], seed: int, root: Path, out: Path) -
     from df2am.config import apply_overrides
     from df2am.deploy.api import load_model
     from df2am.experiments.demo import demo_config
-    from df2am.train.trainer import resolve_cache_dir, train
+    from df2am.train.rundir import resolve_cache_dir
+    from df2am.train.trainer import train
 
     done = out / "summary.json"
     if done.is_file():

@@ -17,8 +17,9 @@ import torch
 from df2am.config import load_config
 from df2am.errors import CheckpointError, ConfigError, DatasetError
 from df2am.train import checkpoint as ckpt_mod
-from df2am.train import runlock, trainer
+from df2am.train import divergence, runlock, trainer
 from df2am.train.checkpoint import load_checkpoint, save_checkpoint
+from df2am.train.divergence import TrainingDivergedError
 from df2am.train.metrics_log import read_metrics
 from tiny import TINY_TRAIN
 
@@ -239,7 +240,7 @@ def test_non_finite_loss_stops_with_epoch_step_and_lr(tiny_root, tmp_path, monke
         return total * float("nan"), parts
 
     monkeypatch.setattr(trainer, "_train_step", nan_step)
-    with pytest.raises(trainer.TrainingDivergedError,
+    with pytest.raises(TrainingDivergedError,
                        match=r"epoch 1, step 1/1: the loss became nan.*lr.*optim.lr=0.01"):
         trainer.train(_cfg(tiny_root), tmp_path / "run")
     assert not (tmp_path / "run/checkpoints/last.pt").exists()
@@ -256,14 +257,14 @@ def test_exploding_loss_over_running_median(tiny_root, tmp_path, monkeypatch):
         return total * 0 + (1.0 if calls["n"] < 6 else 100.0), parts
 
     monkeypatch.setattr(trainer, "_train_step", exploding)
-    monkeypatch.setattr(trainer, "DIVERGENCE_WARMUP_STEPS", 3)
+    monkeypatch.setattr(divergence, "DIVERGENCE_WARMUP_STEPS", 3)
     extra = ["train.max_iters_per_epoch=6"]
     probe = _cfg(tiny_root)
     if hasattr(probe.train, "divergence_factor"):
         extra.append("train.divergence_factor=10")
     else:  # until config.py has the key: a class attribute the trainer's getattr finds
         monkeypatch.setattr(type(probe.train), "divergence_factor", 10.0, raising=False)
-    with pytest.raises(trainer.TrainingDivergedError,
+    with pytest.raises(TrainingDivergedError,
                        match=r"step 6/6: the loss 100 exceeds train.divergence_factor=10"):
         trainer.train(_cfg(tiny_root, *extra), tmp_path / "run")
 
@@ -278,7 +279,7 @@ def test_non_finite_weights_are_never_checkpointed(tiny_root, tmp_path, monkeypa
         return out
 
     monkeypatch.setattr(trainer, "_train_step", poison)
-    with pytest.raises(trainer.TrainingDivergedError, match="NaN/inf.*not writing"):
+    with pytest.raises(TrainingDivergedError, match="NaN/inf.*not writing"):
         trainer.train(_cfg(tiny_root), tmp_path / "run")
     assert not (tmp_path / "run/checkpoints/last.pt").exists()
 

@@ -12,12 +12,15 @@ from torch import nn
 from df2am.cli import main
 from df2am.config import load_config
 from df2am.data.records import ImageRecord
+from df2am.data.validation import split_validation
+from df2am.device import resolve_device
 from df2am.errors import ConfigError
-from df2am.train import trainer
+from df2am.train import trainer, trials
 from df2am.train.checkpoint import load_checkpoint
 from df2am.train.metrics_log import read_metrics
 from df2am.train.optim import build_optimizer, build_scheduler, lr_factor
-from df2am.train.precision import autocast_context, autocast_dtype, resolve_device
+from df2am.train.precision import autocast_context, autocast_dtype
+from df2am.train.rundir import run_status
 from tiny import TINY_TRAIN  # noqa: E402
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -118,12 +121,12 @@ def test_device_and_precision_rules():
 def test_split_validation_holds_out_last_ids():
     recs = [ImageRecord(f"{m}/{pid}.jpg", pid, 1 if m == "rgb" else 3, m, label=pid - 10)
             for pid in (10, 11, 12, 13) for m in ("rgb", "ir")]
-    train, query, gallery = trainer.split_validation(recs, 2)
+    train, query, gallery = split_validation(recs, 2)
     assert {r.label for r in train} == {0, 1}
     assert [(r.pid, r.modality) for r in query] == [(12, "ir"), (13, "ir")]
     assert [(r.pid, r.modality) for r in gallery] == [(12, "rgb"), (13, "rgb")]
     with pytest.raises(ConfigError, match="train.val_ids=4"):
-        trainer.split_validation(recs, 4)
+        split_validation(recs, 4)
 
 
 # --------------------------------------------------------------------------- full runs
@@ -210,7 +213,7 @@ def test_resume_after_epoch_1_equals_uninterrupted_run(tiny_root, tmp_path, monk
         trainer.train(cfg, tmp_path / "cut")
     monkeypatch.setattr(trainer, "_train_epoch", real_epoch)
     assert load_checkpoint(tmp_path / "cut/checkpoints/last.pt")["epoch"] == 1
-    assert trainer.run_status(tmp_path / "cut") == "partial"
+    assert run_status(tmp_path / "cut") == "partial"
 
     resumed = trainer.train(cfg, tmp_path / "cut", resume=True)
     assert resumed.resumed_from == 1 and full.resumed_from == 0
@@ -262,7 +265,7 @@ def test_regdb_trials_aggregate_mean_and_std(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer, "train", fake_train)
     cfg = load_config(None, ["data.dataset=regdb", "data.root=/nowhere"])
-    path = trainer.train_trials(cfg, tmp_path, [2, 3])
+    path = trials.train_trials(cfg, tmp_path, [2, 3])
     assert calls == [(2, "trial_2", False), (3, "trial_3", False)]
     doc = json.loads(path.read_text())
     assert doc["rank1"] == pytest.approx(50.0) and doc["rank1_std"] == pytest.approx(10.0)
@@ -271,7 +274,7 @@ def test_regdb_trials_aggregate_mean_and_std(tmp_path, monkeypatch):
     assert [r["trial"] for r in doc["per_trial"]] == [2, 3]
 
     with pytest.raises(ConfigError, match="--trials"):
-        trainer.train_trials(load_config(None, ["data.root=/x"]), tmp_path / "s", [1])
+        trials.train_trials(load_config(None, ["data.root=/x"]), tmp_path / "s", [1])
 
 
 def test_parse_trials():

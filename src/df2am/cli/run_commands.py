@@ -174,7 +174,7 @@ def _print_results(path: Path) -> None:
 
 def _train_trials(cfg: Any, run_dir: Path, trials: list[int], resume: bool) -> int:
     """One RegDB model per trial in ``RUN_DIR/trial_<t>``, then ``RUN_DIR/results.json``."""
-    from df2am.train.trainer import train_trials
+    from df2am.train.trials import train_trials
 
     summary_path = train_trials(cfg, run_dir, trials, resume=resume)
     from df2am.train.distributed import env_world

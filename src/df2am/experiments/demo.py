@@ -203,7 +203,8 @@ def run_demo(out_dir: str | Path, *, tiny: bool = False, device: str = "cpu") ->
     from df2am.deploy.api import load_model
     from df2am.models import build_model
     from df2am.train.precision import seed_everything
-    from df2am.train.trainer import resolve_cache_dir, train
+    from df2am.train.rundir import resolve_cache_dir
+    from df2am.train.trainer import train
 
     start = time.perf_counter()
     out = Path(out_dir)

@@ -1,4 +1,4 @@
-"""The training engine: the recipe of method.md ("Training recipe", paper §4.1) as one call.
+"""The training loop: the recipe of method.md ("Training recipe", paper §4.1) as one call.
 
 Python API::
 
@@ -16,42 +16,39 @@ Run directory (the contract in docs/architecture.md)::
 
     config.yaml           the resolved config (df2am.config.save_config)
     train.log             the log lines of rank 0
-    metrics.jsonl         one JSON record per log step / epoch / evaluation (logging_utils)
+    metrics.jsonl         one JSON record per log step / epoch / evaluation (train.metrics_log)
     tb/                   TensorBoard event files
     checkpoints/last.pt   written after every epoch (what --resume continues from)
     checkpoints/epoch_XXX.pt   every ``train.checkpoint_every`` epochs and after the last
     checkpoints/best.pt   the best-on-validation epoch (only with ``train.val_ids > 0``)
-    model_final.pt        the reported model (checkpoint format of engine.checkpoint)
-    results.json, cmc.png the final test evaluation of model_final.pt (engine.evaluator)
+    model_final.pt        the reported model (checkpoint format of train.checkpoint)
+    results.json, cmc.png the final test evaluation of model_final.pt (train.final_test)
 
-Choices, each documented where it is made:
+The loop: :func:`train` holds the run directory (:func:`df2am.train.rundir.claim_run_dir`: the
+lock, the fresh/resume checks of :mod:`df2am.train.resume`, ``config.yaml``, ``train.log``),
+then ``_train`` reads build → restore → (epoch → validate → checkpoint)* → finish, as
+fast-reid's trainer does; what the phases share is one ``_Run`` (fixed) and one
+:class:`TrainState`. Choices, each documented where it is made:
 
 * Learning rate: SGD per parameter group (backbone ×``optim.backbone_lr_mult``), warm-up and
-  step decay set **per epoch** (:mod:`df2am.engine.optim`).
+  step decay set **per epoch** (:mod:`df2am.train.optim`).
 * The reported model is the **last epoch**, or — with ``train.val_ids = N > 0`` — the epoch
-  with the best validation mAP on the last N training identities (carved out of training: IR
-  images query the RGB images, image-level CMC without camera filtering). The test set is never
-  used for model selection; it is evaluated once, at the end, on ``model_final.pt``.
+  with the best validation mAP on the last N training identities (:mod:`df2am.train.validate`).
+  The test set is never used for model selection; it is evaluated once, at the end, on
+  ``model_final.pt`` (:mod:`df2am.train.final_test`).
 * Resume: ``checkpoints/last.pt`` holds model, optimizer, scheduler, sampler, RNG (every
   rank's) and GradScaler state; the sampler and the loader's augmentation are functions of
   (seed, epoch, rank), so a resumed run reproduces the uninterrupted one (bitwise on the CPU in
-  ``train.deterministic`` mode). Resuming uses the config saved in the run directory; only
-  :data:`RESUME_OVERRIDABLE` keys may differ (the others say where it runs and do not change
-  the arithmetic). A resume refuses a ``config.yaml`` edited by hand (naming the keys), weights
-  that do not fit the config, and a shorter schedule; a longer ``train.epochs`` needs
-  ``extend=True`` (``df2am train --resume RUN --extend train.epochs=N``) and is recorded in
-  train.log, metrics.jsonl and the checkpoints' ``history``.
-* Phases: ``_train`` reads build → restore → (epoch → validate → checkpoint)* → finish, as
-  fast-reid's trainer does; what they share is one ``_Run`` (fixed) and one ``TrainState``.
+  ``train.deterministic`` mode). What a resume refuses: :mod:`df2am.train.resume`.
 * Before epoch 1: the precision is resolved (``precision=auto``; emulated bf16 refused unless
-  ``train.allow_slow_bf16``), the final test split is built (a missing test folder fails now,
-  not after training) and train/test identities must not overlap.
-* Safety: a run lock (``RUN/.lock``, pid + host; a stale one is replaced) refuses a second
-  process on one run directory; leftover ``.*.tmp`` files are removed at start and an epoch
-  checkpoint a kill interrupted is rewritten on resume; checkpoints get the umask's
-  permissions; a disk-full write names the file and keeps the previous checkpoint; a
-  non-finite loss, or one above ``train.divergence_factor`` × the running median, stops the
-  run naming epoch, step and learning rate, and non-finite weights are never checkpointed.
+  ``train.allow_slow_bf16``: :mod:`df2am.train.precision`), the final test split is built (a
+  missing test folder fails now, not after training) and train/test identities must not
+  overlap (:func:`df2am.train.final_test.check_test_split`).
+* Safety: one process per run directory, debris of killed writes removed
+  (:mod:`df2am.train.rundir`); a disk-full write names the file and keeps the previous
+  checkpoint (:mod:`df2am.train.checkpoint`); a non-finite or exploding loss stops the run
+  naming epoch, step and learning rate, and non-finite weights are never checkpointed
+  (:mod:`df2am.train.divergence`).
 * Host syncs: loss terms are accumulated as device tensors and read (``.item()``) only every
   ``train.log_every`` iterations and at the end of each epoch.
 * DDP: every rank trains on its own identities of each batch step (the identity-sharding
@@ -63,11 +60,8 @@ Choices, each documented where it is made:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-import os
-import statistics
 import sys
 import time
 from collections import deque
@@ -75,32 +69,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from df2am.assess.results import (
-    read_results,
-    summary_metrics,
-    trial_result,
-    write_results,
-)
-from df2am.atomic import TMP_GLOB
-from df2am.config import (
-    Config,
-    complete_config_dict,
-    config_from_dict,
-    config_to_dict,
-    save_config,
-)
+from df2am.assess.results import read_results, summary_metrics
+from df2am.config import Config, config_from_dict, config_to_dict
 from df2am.data.records import ImageRecord
 from df2am.data.validation import split_validation
 from df2am.device import resolve_device
-from df2am.errors import CheckpointError, ConfigError, DatasetError, Df2amError
-from df2am.evaluation import AlignmentReport
-from df2am.train import runlock
+from df2am.errors import ConfigError, Df2amError
 from df2am.train.checkpoint import (
-    first_non_finite,
     load_checkpoint,
     make_checkpoint,
     rng_state,
@@ -111,11 +89,14 @@ from df2am.train.distributed import (
     DistContext,
     barrier,
     broadcast_buffers,
+    env_world,
     gather_objects,
     init_distributed,
     shutdown,
     state_digest,
 )
+from df2am.train.divergence import DIVERGENCE_WINDOW, check_divergence, check_finite_weights
+from df2am.train.final_test import check_test_split, run_final_test
 from df2am.train.metrics_log import MetricsLogger
 from df2am.train.optim import build_optimizer, build_scheduler
 from df2am.train.precision import (
@@ -125,41 +106,13 @@ from df2am.train.precision import (
     resolve_precision,
     seed_everything,
 )
-from df2am.train.rundir import run_status
+from df2am.train.resume import check_weights, rewrite_epoch_checkpoint
+from df2am.train.rundir import check_path_text, claim_run_dir, resolve_cache_dir, run_status
+from df2am.train.validate import validate
 
-__all__ = [
-    "TrainResult",
-    "TrainingDivergedError",
-    "train",
-    "RESUME_OVERRIDABLE",
-    "run_status",
-    "split_validation",
-    "resolve_cache_dir",
-    "train_trials",
-]
+__all__ = ["TrainResult", "TrainState", "train"]
 
 logger = logging.getLogger(__name__)
-
-#: Config keys that may differ between a run directory's config.yaml and a resumed run.
-RESUME_OVERRIDABLE: tuple[str, ...] = (
-    "train.epochs",
-    "train.device",
-    "train.log_every",
-    "data.root",
-    "data.num_workers",
-    "data.cache_dir",
-)
-
-
-#: Steps of finite losses the divergence check's running median needs before it judges.
-DIVERGENCE_WARMUP_STEPS = 20
-#: How many recent step losses the running median is taken over.
-DIVERGENCE_WINDOW = 200
-
-
-class TrainingDivergedError(Df2amError):
-    """The training loss became non-finite or exploded (``train.divergence_factor``), or the
-    weights to checkpoint are non-finite; nothing non-finite is written."""
 
 
 @dataclass
@@ -204,96 +157,6 @@ class _TrainStep(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         out = self.criterion(self.model(rgb, ir), labels)
         return out.total, dict(out.parts)
-
-
-# --------------------------------------------------------------------------- run directory
-
-
-def resolve_cache_dir(cfg: Config, run_dir: Path) -> str:
-    """``data.cache_dir``: "" → ``<run_dir>/cache``, "none" → no disk cache, else the path."""
-    if cfg.data.cache_dir == "":
-        return str(run_dir / "cache")
-    return cfg.data.cache_dir
-
-
-def _config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    keys: list[str] = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += _config_diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            keys.append(f"{prefix}{k}")
-    return keys
-
-
-def _check_resume_config(cfg: Config, run_dir: Path, saved: dict[str, Any]) -> None:
-    saved = complete_config_dict(saved, source=f"{run_dir} checkpoint")
-    diff = [k for k in _config_diff(config_to_dict(cfg), saved) if k not in RESUME_OVERRIDABLE]
-    if diff:
-        raise ConfigError(
-            f"{run_dir}: cannot resume with a different config; changed keys: {', '.join(diff)} "
-            f"(only {', '.join(RESUME_OVERRIDABLE)} may change on --resume)"
-        )
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _known_cams(records: list[ImageRecord]) -> np.ndarray | None:
-    """Cameras of ``records``, or None when some are unknown (0: LLCM training lines carry no
-    camera), so the alignment's within-modality retrieval does not skip same-camera pairs."""
-    cams = np.asarray([r.cam for r in records])
-    return None if (cams <= 0).any() else cams
-
-
-def _validate(
-    model: nn.Module,
-    cfg: Config,
-    query: list[ImageRecord],
-    gallery: list[ImageRecord],
-    *,
-    device: torch.device,
-    cache_dir: str,
-) -> tuple[dict[str, Any], AlignmentReport]:
-    """IR → RGB retrieval on the validation ids (``rank1``, ``mAP``, ``mINP``; the model
-    selection criterion) and, under ``align``, the modality-alignment report of the same
-    features (:func:`df2am.evaluation.modality_alignment`: within-RGB, within-IR and
-    cross-modality Rank-1/mAP, the cross-modality positive/negative distance gap); the report
-    itself is returned beside, for the log line."""
-    from df2am.assess.evaluator import extract_records
-    from df2am.evaluation import evaluate_features, modality_alignment
-
-    def feats(records: list[ImageRecord]) -> torch.Tensor:
-        return extract_records(
-            model,
-            records,
-            cfg.data.root,
-            cfg.data,
-            device=device,
-            batch_size=cfg.eval.batch_size,
-            cache_dir=cache_dir,
-        )
-
-    q, g = feats(query), feats(gallery)
-    q_ids = np.asarray([r.pid for r in query])
-    g_ids = np.asarray([r.pid for r in gallery])
-    res = evaluate_features(
-        q,
-        g,
-        q_ids,
-        g_ids,
-        None,
-        None,
-        protocol="regdb",  # image-level CMC, no camera filter: query and gallery differ anyway
-        metric=cfg.eval.metric,
-        max_rank=min(cfg.eval.max_rank, len(gallery)),
-    )
-    d = res.to_dict()
-    align = modality_alignment(g, q, g_ids, q_ids, _known_cams(gallery), _known_cams(query))
-    metrics = {"rank1": d["rank1"], "mAP": d["mAP"], "mINP": d["mINP"], "align": align.to_json()}
-    return metrics, align
-
 
 
 # --------------------------------------------------------------------------- the run's state
@@ -353,7 +216,8 @@ def train(
 
     Args:
         cfg: the resolved config. On ``resume`` it must equal ``run_dir/config.yaml`` except
-            for :data:`RESUME_OVERRIDABLE` keys (the CLI loads it from there).
+            for :data:`~df2am.train.resume.RESUME_OVERRIDABLE` keys (the CLI loads it from
+            there).
         run_dir: the run directory; a fresh run refuses one that already holds a run.
         resume: continue from ``run_dir/checkpoints/last.pt``. A finished run is left as is
             (only a missing final test evaluation is redone).
@@ -370,7 +234,7 @@ def train(
             schedule than already trained, a longer one without ``extend``, ``device=cuda``
             without CUDA, ``fp16`` on the CPU, emulated bf16 without
             ``train.allow_slow_bf16``, train/test identities that overlap, ...
-        RunLocked: another live process trains in ``run_dir`` (``run_dir/.lock``).
+        RunLockedError: another live process trains in ``run_dir`` (``run_dir/.lock``).
         TrainingDivergedError: a non-finite or exploding loss (nothing non-finite is saved).
         DatasetError / CheckpointError: from the data and checkpoint layers (a failed write,
             e.g. a full disk, names the file; the previous checkpoint stays intact).
@@ -388,8 +252,8 @@ def train(
     """
     cfg = config_from_dict(config_to_dict(cfg))  # private copy, re-validated
     run_dir = Path(run_dir)
-    _check_path_text(run_dir)
-    device = resolve_device(cfg.train.device, _local_rank())
+    check_path_text(run_dir)
+    device = resolve_device(cfg.train.device, env_world()[2])  # local rank: one GPU each
     # The hardware rule of train.precision, before anything is written. The run records the
     # concrete value (config.yaml, checkpoints): a resume on other hardware re-checks it
     # instead of letting "auto" pick another precision mid-run.
@@ -399,158 +263,17 @@ def train(
     )
     cfg.train.precision = precision
     ctx = init_distributed(device.type)
-    file_handler: logging.Handler | None = None
-    lock: Path | None = None
-    notes: list[dict[str, Any]] = []
     try:
-        if ctx.is_main:
-            lock = runlock.acquire(run_dir)
-            file_handler, notes = _prepare_run_dir(
-                cfg, run_dir, resume, requested=requested, extend=extend
-            )
-            logger.info("precision: %s", reason)
-            notes.insert(0, {"event": "precision", "requested": requested,
-                             "precision": precision, "reason": reason})
-        barrier(ctx)
-        return _train(cfg, run_dir, resume, device, ctx, notes)
+        with claim_run_dir(cfg, run_dir, resume, requested=requested, extend=extend,
+                           main=ctx.is_main) as notes:
+            if ctx.is_main:
+                logger.info("precision: %s", reason)
+                notes.insert(0, {"event": "precision", "requested": requested,
+                                 "precision": precision, "reason": reason})
+            barrier(ctx)
+            return _train(cfg, run_dir, resume, device, ctx, notes)
     finally:
-        if file_handler is not None:
-            logging.getLogger("df2am").removeHandler(file_handler)
-            file_handler.close()
-        if lock is not None:
-            runlock.release(lock)
         shutdown(ctx)
-
-
-def _check_path_text(run_dir: Path) -> None:
-    """Spaces and any Unicode are fine; a name that is not valid UTF-8 (an undecodable byte,
-    which Python holds as a surrogate) is refused: TensorBoard, the logs and results.json
-    store the path as text."""
-    try:
-        str(run_dir.absolute()).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ConfigError(
-            f"run directory {os.fsencode(run_dir)!r}: the name is not valid UTF-8 (TensorBoard, "
-            "train.log and results.json store it as text); choose another --out"
-        ) from None
-
-
-def _local_rank() -> int:
-    from df2am.train.distributed import env_world
-
-    return env_world()[2]
-
-
-def _prepare_run_dir(
-    cfg: Config, run_dir: Path, resume: bool, *, requested: str, extend: bool
-) -> tuple[logging.Handler, list[dict[str, Any]]]:
-    """Rank 0, holding the run lock: the fresh/resume checks, ``config.yaml``, ``train.log``,
-    the removal of a killed writer's temp files; the records for ``metrics.jsonl``."""
-    status = run_status(run_dir)
-    finished = status in ("trained", "finished")
-    notes: list[dict[str, Any]] = []
-    if resume:
-        if status == "empty":
-            raise ConfigError(f"--resume {run_dir}: no run there (no config.yaml / checkpoints)")
-        notes = _check_resume(cfg, run_dir, requested=requested, extend=extend)
-    elif status != "empty":
-        what = "a finished run" if finished else "an unfinished run"
-        raise ConfigError(
-            f"run directory {run_dir} already holds {what}; pass --resume {run_dir} to "
-            "continue it or choose another --out"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    )
-    df2am_logger = logging.getLogger("df2am")
-    df2am_logger.addHandler(handler)
-    if df2am_logger.getEffectiveLevel() > logging.INFO:
-        df2am_logger.setLevel(logging.INFO)
-    _remove_debris(run_dir)
-    for note in notes:
-        if note["event"] == "extend":
-            logger.warning(
-                "%s: extending the run from %d to %d epochs (--extend), after epoch %d",
-                run_dir, note["from_epochs"], note["to_epochs"], note["at_epoch"],
-            )
-    return handler, notes
-
-
-def _remove_debris(run_dir: Path) -> None:
-    """Remove the ``.<name>.tmp`` files a killed write left in the run dir and checkpoints/
-    (we hold the run lock: no writer of this run is alive)."""
-    for folder in (run_dir, run_dir / "checkpoints"):
-        for tmp in sorted(folder.glob(TMP_GLOB)) if folder.is_dir() else []:
-            if tmp.is_file():
-                tmp.unlink()
-                logger.warning("removed %s (left by an interrupted write)", tmp)
-
-
-def _saved_config(path: Path, what: str) -> dict[str, Any]:
-    import yaml
-
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the run's {what} ({exc})") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: the run's {what} is not a mapping")
-    return doc
-
-
-def _check_resume(
-    cfg: Config, run_dir: Path, *, requested: str, extend: bool
-) -> list[dict[str, Any]]:
-    """The resume checks: ``cfg`` vs ``config.yaml``, ``config.yaml`` vs ``last.pt``'s config
-    (a hand edit), the schedule (never shorter than trained; longer only with ``extend``).
-    Returns the ``extend`` record when the run is extended."""
-    saved_path = run_dir / "config.yaml"
-    last_path = run_dir / "checkpoints" / "last.pt"
-    saved: dict[str, Any] | None = None
-    if saved_path.is_file():
-        saved = _saved_config(saved_path, "config.yaml")
-        train_sec = saved.get("train")
-        # A run from before precision was recorded resolved: its "auto" is what was asked.
-        if isinstance(train_sec, dict) and train_sec.get("precision") == requested:
-            saved = {**saved, "train": {**train_sec, "precision": cfg.train.precision}}
-        _check_resume_config(cfg, run_dir, saved)
-    ckpt = load_checkpoint(last_path) if last_path.is_file() else None
-    if ckpt is None:
-        return []
-    if saved is not None:
-        yaml_cfg = complete_config_dict(saved, source=str(saved_path))
-        ckpt_cfg = complete_config_dict(dict(ckpt["config"]), source=str(last_path))
-        # Keys a resume may change legitimately were rewritten in config.yaml by an earlier
-        # resume that crashed before its first checkpoint.
-        edited = [k for k in _config_diff(yaml_cfg, ckpt_cfg) if k not in RESUME_OVERRIDABLE]
-        if edited:
-            raise ConfigError(
-                f"{saved_path} differs from the config the run trained with "
-                f"({last_path}) in: {', '.join(edited)} — was config.yaml edited by hand? "
-                "Restore it, or start a new run (another --out) with the new settings"
-            )
-    trained = int(ckpt["epoch"])
-    planned = int(ckpt["config"].get("train", {}).get("epochs", trained))
-    want = cfg.train.epochs
-    if want < trained:
-        raise ConfigError(
-            f"{run_dir}: train.epochs={want} but the run has already trained {trained} "
-            "epochs; a schedule cannot be shortened on resume (the epoch_XXX.pt checkpoints "
-            "hold earlier epochs)"
-        )
-    if want > planned:
-        if not extend:
-            raise ConfigError(
-                f"{run_dir}: train.epochs={want} extends the run's schedule of {planned} "
-                f"epochs ({trained} trained); pass --extend to do so (it is recorded in the "
-                "run), or resume with the run's own train.epochs"
-            )
-        return [{"event": "extend", "from_epochs": planned, "to_epochs": want,
-                 "at_epoch": trained, "time": time.time()}]
-    return []
 
 
 def _train(
@@ -606,7 +329,7 @@ def _build(cfg: Config, run_dir: Path, device: torch.device, ctx: DistContext) -
         raise ConfigError("data.root is empty: give the dataset folder, e.g. data.root=/data/SYSU")
     records = train_records(cfg.data.dataset, cfg.data.root, trial=cfg.data.trial)
     if cfg.train.final_eval and ctx.is_main:
-        _check_test_split(cfg, records, device)
+        check_test_split(cfg, records, device)
     records, val_query, val_gallery = split_validation(records, cfg.train.val_ids)
     cache_dir = resolve_cache_dir(cfg, run_dir)
     loader = _build_loader(cfg, records, cache_dir, ctx)
@@ -621,36 +344,6 @@ def _build(cfg: Config, run_dir: Path, device: torch.device, ctx: DistContext) -
         scaler=make_grad_scaler(device, cfg.train.precision),
     )
     return run
-
-
-def _check_test_split(cfg: Config, records: list[ImageRecord], device: torch.device) -> None:
-    """The final evaluation's test split, built now (a missing test folder or a bad split file
-    fails before epoch 1), and the train/test identity overlap check.
-
-    Identities are compared by the dataset's ``identity_key`` (SYSU-MM01: the id; RegDB, whose
-    idx labels are per split: the person folder); a dataset whose training records carry no
-    comparable identity (LLCM's labels) is not checked.
-    """
-    from df2am.assess.evaluator import build_eval_splits
-    from df2am.data.datasets import get_dataset
-
-    test = build_eval_splits(cfg, device=device)
-    ds = get_dataset(cfg.data.dataset)
-    train_ids = {k for r in records if (k := ds.identity_key(r)) is not None}
-    if not train_ids:
-        logger.debug("%s: training records carry no comparable identity; no train/test "
-                     "overlap check", ds.title)
-        return
-    test_ids = {ds.identity_key(r) for q, g in test.splits for r in (*q, *g)}
-    common = sorted(train_ids & test_ids, key=str)
-    if common:
-        shown = ", ".join(map(str, common[:5])) + (" ..." if len(common) > 5 else "")
-        what = f"{ds.identity_name}(s)"
-        raise DatasetError(
-            f"{ds.title} at {cfg.data.root}: {len(common)} training {what} also in the test "
-            f"split (trials {test.trial_ids}): {shown}; the training and test identities "
-            "must be disjoint (check the split files)"
-        )
 
 
 def _build_loader(
@@ -716,7 +409,8 @@ def _restore(run: _Run, ckpt: dict[str, Any] | None, resume: bool) -> TrainState
             f"{run.last_path}: checkpoint has {ckpt['num_classes']} classes, the data "
             f"{run.num_classes}; did data.root change to another dataset?"
         )
-    _check_weights(run, ckpt["model"])
+    check_weights(run.model.state_dict(), ckpt["model"], path=run.last_path,
+                  depth=run.cfg.model.depth, num_classes=run.num_classes)
     run.model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
@@ -732,51 +426,9 @@ def _restore(run: _Run, ckpt: dict[str, Any] | None, resume: bool) -> TrainState
     state.history = list(ckpt.get("history") or [])
     logger.info("resuming %s after epoch %d", run.run_dir, state.start_epoch)
     if run.ctx.is_main:
-        _rewrite_epoch_checkpoint(run, ckpt)
+        rewrite_epoch_checkpoint(ckpt, ckpt_dir=run.ckpt_dir, last_path=run.last_path,
+                                 checkpoint_every=run.cfg.train.checkpoint_every)
     return state
-
-
-def _check_weights(run: _Run, saved: dict[str, Any]) -> None:
-    """The checkpoint's weights against a model built from the config: the first key that is
-    missing, unexpected or of another shape is named."""
-    built = run.model.state_dict()
-    for key, value in built.items():
-        if key not in saved:
-            problem = f"lacks '{key}'"
-        elif tuple(saved[key].shape) != tuple(value.shape):
-            problem = (f"has '{key}' of shape {tuple(saved[key].shape)}, the config's model "
-                       f"{tuple(value.shape)}")
-        else:
-            continue
-        break
-    else:
-        extra = [k for k in saved if k not in built]
-        if not extra:
-            return
-        problem = f"has '{extra[0]}', which the config's model does not"
-    raise CheckpointError(
-        f"{run.last_path}: the weights do not match the config's model (ResNet-"
-        f"{run.cfg.model.depth}, {run.num_classes} classes): the checkpoint {problem}; "
-        "resume with the config the run was trained with"
-    )
-
-
-def _rewrite_epoch_checkpoint(run: _Run, ckpt: dict[str, Any]) -> None:
-    """A kill between ``last.pt`` and ``epoch_XXX.pt`` leaves the latter missing (or, from
-    older writers, truncated): write it again from ``last.pt``'s state."""
-    done = int(ckpt["epoch"])
-    planned = int(ckpt["config"].get("train", {}).get("epochs", done))
-    if done % max(run.cfg.train.checkpoint_every, 1) != 0 and done != planned:
-        return
-    path = run.ckpt_dir / f"epoch_{done:03d}.pt"
-    if path.is_file():
-        try:
-            if int(load_checkpoint(path)["epoch"]) == done:
-                return
-        except CheckpointError as exc:
-            logger.warning("%s", exc)
-    save_checkpoint(path, ckpt)
-    logger.warning("rewrote %s from %s (its write was interrupted)", path, run.last_path)
 
 
 def _log_plan(run: _Run) -> None:
@@ -909,7 +561,9 @@ def _log_window(
     """The ``train`` record of one log window (the window's one host sync: its per-step
     losses, which the divergence check reads); (loss, img/s)."""
     steps = torch.stack(window.steps).tolist() if window.steps else [window.total.item()]
-    _check_divergence(run, mlog, steps, epoch, it - len(steps) + 1, lrs)
+    check_divergence(run.recent_losses, steps, cfg=run.cfg, mlog=mlog, epoch=epoch,
+                     first_it=it - len(steps) + 1, iters=run.iters_per_epoch, lrs=lrs,
+                     last_path=run.last_path)
     loss = math.fsum(steps) / window.n
     iters = run.iters_per_epoch
     rec = {
@@ -924,45 +578,6 @@ def _log_window(
     }
     mlog.write(rec, step=epoch * iters + it)
     return loss, rec["img_per_s"]
-
-
-def _check_divergence(
-    run: _Run,
-    mlog: MetricsLogger,
-    steps: list[float],
-    epoch: int,
-    first_it: int,
-    lrs: dict[str, float],
-) -> None:
-    """:class:`TrainingDivergedError` on a non-finite step loss, or (``train.divergence_factor``
-    f > 0) one above f × the running median of the last :data:`DIVERGENCE_WINDOW` step losses
-    (judged after :data:`DIVERGENCE_WARMUP_STEPS` steps; the median restarts on resume)."""
-    factor = float(run.cfg.train.divergence_factor)
-    recent = run.recent_losses
-    for i, value in enumerate(steps):
-        if not math.isfinite(value):
-            why = f"the loss became {value}"
-        elif factor > 0 and len(recent) >= DIVERGENCE_WARMUP_STEPS and (
-            value > factor * (median := statistics.median(recent))
-        ):
-            why = (f"the loss {value:.4g} exceeds train.divergence_factor={factor:g} x its "
-                   f"running median {median:.4g}")
-        else:
-            recent.append(value)
-            continue
-        it = first_it + i
-        lr = ", ".join(f"{k} {v:.3g}" for k, v in lrs.items())
-        hint = (f"; with train.precision={run.cfg.train.precision} also try fp32"
-                if run.cfg.train.precision != "fp32" else "")
-        mlog.write({"event": "diverged", "epoch": epoch + 1, "iter": it, "loss": value,
-                    "lr": lrs}, step=epoch * run.iters_per_epoch + it)
-        raise TrainingDivergedError(
-            f"training diverged at epoch {epoch + 1}, step {it}/{run.iters_per_epoch}: {why}. "
-            f"Likely cause: a learning rate too high for this run (current lr: {lr}; "
-            f"optim.lr={run.cfg.optim.lr:g}): lower optim.lr or lengthen "
-            f"optim.warmup_epochs{hint}. Epoch {epoch + 1} was not checkpointed; "
-            f"{run.last_path} holds the last finished epoch"
-        )
 
 
 def _epoch_stats(
@@ -1001,7 +616,7 @@ def _validate_epoch(run: _Run, state: TrainState, mlog: MetricsLogger) -> None:
     due = tc.val_ids > 0 and (every or done == tc.epochs)
     if not due or not run.ctx.is_main:
         return
-    metrics, align = _validate(
+    metrics, align = validate(
         run.model, run.cfg, run.val_query, run.val_gallery, device=run.device,
         cache_dir=run.cache_dir,
     )
@@ -1026,13 +641,7 @@ def _checkpoint(run: _Run, state: TrainState) -> None:
     rngs = gather_objects(rng_state(), run.ctx)
     done = state.epoch
     if run.ctx.is_main:
-        bad = first_non_finite(run.model.state_dict())
-        if bad is not None:
-            raise TrainingDivergedError(
-                f"epoch {done}: the model's '{bad}' holds NaN/inf values; not writing a "
-                f"checkpoint of non-finite weights ({run.last_path} keeps epoch {done - 1}). "
-                f"Lower optim.lr (now {run.cfg.optim.lr:g})"
-            )
+        check_finite_weights(run.model, epoch=done, cfg=run.cfg, last_path=run.last_path)
         ckpt = make_checkpoint(
             run.model,
             run.num_classes,
@@ -1118,34 +727,10 @@ def _final_test(
     result: TrainResult,
     mlog: MetricsLogger | None,
 ) -> dict[str, Any] | None:
-    """Evaluate ``model_final.pt`` on the test protocol of ``cfg.eval`` → ``results.json``."""
-    if not cfg.train.final_eval:
-        logger.info("train.final_eval=false: no test evaluation")
-        return None
-    from df2am.assess.evaluator import evaluate_model, write_eval_outputs
-    from df2am.models import build_model
-
-    state = load_checkpoint(result.final_checkpoint)
-    # pretrained="none": the trained weights replace the backbone's initialisation anyway.
-    model_cfg = dataclasses.replace(cfg.model, pretrained="none")
-    final_model = build_model(model_cfg, state["num_classes"])
-    final_model.load_state_dict(state["model"])
-    final_model.to(device)
-    report = evaluate_model(
-        final_model, cfg, cfg.data.root, device=device, cache_dir=resolve_cache_dir(cfg, run_dir)
-    )
-    extra = {
-        "checkpoint": str(result.final_checkpoint),
-        "selected_by": result.selected_by,
-        "selected_epoch": result.selected_epoch,
-    }
-    write_eval_outputs(report, run_dir, extra=extra)
-    metrics = report.metrics()
-    if mlog is not None:
-        mlog.write({"event": "test", **metrics})
-    logger.info("test: rank1 %.2f%%, mAP %.2f%%, mINP %.2f%%", metrics["rank1"], metrics["mAP"],
-                metrics["mINP"])
-    return metrics
+    """The test of the reported model (:func:`df2am.train.final_test.run_final_test`)."""
+    return run_final_test(cfg, run_dir, device, checkpoint=result.final_checkpoint,
+                          selected_by=result.selected_by, selected_epoch=result.selected_epoch,
+                          mlog=mlog)
 
 
 def _finish_existing(
@@ -1171,76 +756,3 @@ def _finish_existing(
             result.results = _final_test(cfg, run_dir, device, result, None)
     barrier(ctx)
     return result
-
-
-# --------------------------------------------------------------------------- RegDB trials
-
-
-def train_trials(
-    cfg: Config, run_dir: str | Path, trials: list[int], resume: bool = False
-) -> Path:
-    """RegDB's protocol (datasets with ``trial_per_model``): one model per trial, then the
-    mean ± std over the trials.
-
-    Trial t trains with ``data.trial=t`` into ``run_dir/trial_<t>`` (a finished trial is kept
-    when ``resume``), is tested on its own ``test_*_<t>`` split, and the per-trial results are
-    aggregated by :func:`df2am.evaluation.aggregate_trials` into ``run_dir/results.json``
-    (``rank1`` … ``mINP`` in percent with ``_std`` twins, plus ``per_trial``).
-
-    Example::
-
-        cfg = load_config("configs/regdb.yaml", ["data.root=/data/RegDB"])
-        train_trials(cfg, "runs/regdb", list(range(1, 11)))   # runs/regdb/results.json
-    """
-    from df2am.data.datasets import get_dataset
-    from df2am.train.distributed import env_world
-
-    ds = get_dataset(cfg.data.dataset)
-    if not ds.trial_per_model:
-        raise ConfigError(
-            f"--trials trains one model per trial of datasets with a training split per trial "
-            f"(RegDB); for {ds.title} the trials are gallery draws of one model (eval.trials)"
-        )
-    if not cfg.train.final_eval:
-        raise ConfigError("--trials aggregates test results: train.final_eval must be true")
-    run_dir = Path(run_dir)
-    results: list[Any] = []
-    per_trial: list[dict[str, Any]] = []
-    for t in trials:
-        cfg_t = config_from_dict(config_to_dict(cfg))
-        cfg_t.data.trial = t
-        cfg_t.validate()
-        trial_dir = run_dir / f"trial_{t}"
-        logger.info("%s trial %d → %s", ds.title, t, trial_dir)
-        train(cfg_t, trial_dir, resume=resume and run_status(trial_dir) != "empty")
-        if env_world()[0] == 0:
-            res, row = trial_result(trial_dir / "results.json", t)
-            results.append(res)
-            per_trial.append(row)
-    summary_path = run_dir / "results.json"  # written by results.write_results
-    if env_world()[0] == 0:
-        from df2am.evaluation import aggregate_trials
-
-        summary = aggregate_trials(results)
-        doc: dict[str, Any] = {
-            **summary.to_dict(),
-            "protocol": {
-                "dataset": ds.name,
-                "direction": cfg.eval.direction,
-                "trials": trials,
-                "metric": cfg.eval.metric,
-                "feature": cfg.model.test_feature,
-                "flip": cfg.model.flip_test,
-                "rerank": cfg.eval.rerank,
-                "metric_rule": ds.metric_rule,
-            },
-            "per_trial": per_trial,
-            "cmc": {
-                "rank": list(range(1, len(summary.cmc_mean) + 1)),
-                "mean": [float(x) * 100 for x in summary.cmc_mean],
-                "std": [float(x) * 100 for x in summary.cmc_std],
-            },
-        }
-        write_results(run_dir, doc)
-        logger.info("wrote %s (mean over %d trial(s))", summary_path, len(trials))
-    return summary_path
