@@ -22,6 +22,11 @@ logger = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``eval`` and ``demo`` to the top-level parser."""
+    _add_eval(sub)
+    _add_demo(sub)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
     from df2am.data.datasets import dataset_names
 
     p = sub.add_parser(
@@ -82,6 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_run_eval)
 
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser(
         "demo",
         help="train and evaluate DF²AM on a built-in synthetic dataset (offline, CPU)",

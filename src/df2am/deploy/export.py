@@ -297,13 +297,7 @@ def export_onnx(
         _require("onnxscript")  # the dynamo exporter's translator: fail here with the hint
     proto = _trace(model, modality, feature, flip, height, width, opset, dynamo)
     meta = _metadata(model, modality, feature, flip, height, width, opset, dynamo, fingerprint)
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "df2am"
-    proto.producer_version = __version__
-    proto.doc_string = f"df2am {__version__}: {modality} stream, {feature} feature, flip={flip}"
+    _stamp(proto, meta, f"df2am {__version__}: {modality} stream, {feature} feature, flip={flip}")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:  # a half-written graph never sits at OUT
@@ -313,6 +307,17 @@ def export_onnx(
         modality, feature, flip, height, width, opset, out, out.stat().st_size / 1e6,
     )
     return out
+
+
+def _stamp(proto: Any, meta: dict[str, str], doc: str) -> None:
+    """The graph's metadata (:func:`read_metadata`), producer and doc string, replaced."""
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "df2am"
+    proto.producer_version = __version__
+    proto.doc_string = doc
 
 
 def _trace(model: nn.Module, modality: str, feature: str, flip: bool, height: int, width: int,

@@ -215,6 +215,8 @@ def _covered_part(t_max: float, part: int) -> Callable:
     return lambda t: np.where(t < t_max, part, SKIN)
 
 
+# long: one drawing script, head to shoes, whose closures share the painter and a dozen layout
+# values; to be split with the data/ changes pending on another branch, not under them.
 def person_layer(person: Person, pose: Pose, size: tuple[int, int]) -> Layer:
     """Render ``person`` in ``pose`` into an RGBW layer of ``size`` = (H, W)."""
     pt = _Painter(size, pose)
