@@ -1,16 +1,19 @@
-"""The engine: training loop, checkpoints, precision, DDP, logging; evaluation runs.
+"""Deprecated: ``df2am.engine`` held four jobs until 0.1; each has its own room now.
 
-::
+================================  =============================================================
+old                               new
+================================  =============================================================
+``df2am.engine.train`` & co.      :mod:`df2am.train` (trainer, checkpoint, optim, precision,
+                                  distributed, runlock, rundir, resume, metrics_log, ...)
+``evaluate_model``, results       :mod:`df2am.assess` (evaluator, results, plots, visualize)
+``load_model``, features, index   :mod:`df2am.deploy` (api, features, index, export)
+``run_demo``, sweeps              :mod:`df2am.experiments` (demo, sweep)
+``engine.atomic``                 :mod:`df2am.atomic`
+================================  =============================================================
 
-    from df2am.config import load_config
-    from df2am.engine import train, load_model
-
-    cfg = load_config("configs/sysu.yaml", ["data.root=/data/SYSU-MM01"])
-    result = train(cfg, "runs/sysu")               # TrainResult; runs/sysu/model_final.pt
-    model, cfg = load_model(result.final_checkpoint)
-
-Names are imported lazily (``df2am.engine.train`` does not import torchvision, TensorBoard or
-the evaluator until used), so ``import df2am.engine`` stays cheap for the CLI.
+For one release the old names still work: ``from df2am.engine import load_model`` and every old
+module (``df2am.engine.trainer``, ``df2am.engine.api``, ...) import as before, with a
+``DeprecationWarning`` naming the new place. Nothing inside df2am imports from here.
 """
 
 from __future__ import annotations
@@ -18,41 +21,40 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS: dict[str, str] = {
-    # training (engine.trainer)
-    "train": "df2am.train.trainer",
-    "TrainResult": "df2am.train.trainer",
-    "run_status": "df2am.train.rundir",
-    # checkpoints (engine.checkpoint)
-    "save_checkpoint": "df2am.train.checkpoint",
-    "load_checkpoint": "df2am.train.checkpoint",
-    "FORMAT_VERSION": "df2am.train.checkpoint",
-    # evaluation (engine.evaluator / engine.api)
-    "evaluate_model": "df2am.assess.evaluator",
-    "write_eval_outputs": "df2am.assess.evaluator",
-    "EvalReport": "df2am.assess.evaluator",
-    "format_table": "df2am.assess.evaluator",
-    "load_model": "df2am.deploy.api",
-    "extract_features": "df2am.deploy.api",
-    "search": "df2am.deploy.api",
-    "evaluate_checkpoint": "df2am.deploy.api",
-    # the demo and sweeps
-    "run_demo": "df2am.experiments.demo",
-    "DemoResult": "df2am.experiments.demo",
-    "run_sweep": "df2am.experiments.sweep",
+from df2am.engine.moved import warn_moved
+
+#: The names ``df2am.engine`` exported, and the room that exports them now.
+MOVED: dict[str, str] = {
+    "train": "df2am.train",
+    "TrainResult": "df2am.train",
+    "run_status": "df2am.train",
+    "save_checkpoint": "df2am.train",
+    "load_checkpoint": "df2am.train",
+    "FORMAT_VERSION": "df2am.train",
+    "evaluate_model": "df2am.assess",
+    "write_eval_outputs": "df2am.assess",
+    "EvalReport": "df2am.assess",
+    "format_table": "df2am.assess",
+    "load_model": "df2am.deploy",
+    "extract_features": "df2am.deploy",
+    "search": "df2am.deploy",
+    "evaluate_checkpoint": "df2am.deploy",
+    "run_demo": "df2am.experiments",
+    "DemoResult": "df2am.experiments",
+    "run_sweep": "df2am.experiments",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(MOVED)
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    room = MOVED.get(name)
+    if room is None:
         raise AttributeError(f"module 'df2am.engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    # Not cached in this module: every use of an old name warns.
+    warn_moved(f"df2am.engine.{name}", f"{room}.{name}")
+    return getattr(importlib.import_module(room), name)
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(MOVED))

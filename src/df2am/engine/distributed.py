@@ -1,0 +1,10 @@
+"""Deprecated: ``df2am.engine.distributed`` moved to :mod:`df2am.train.distributed`; this name goes
+in the next release.
+
+Importing it warns (``DeprecationWarning``) and forwards every name to its new module
+(:mod:`df2am.engine.moved`).
+"""
+
+from df2am.engine.moved import moved
+
+moved(__name__, "df2am.train.distributed")

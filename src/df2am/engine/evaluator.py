@@ -1,0 +1,16 @@
+"""Deprecated: ``df2am.engine.evaluator`` moved to :mod:`df2am.assess.evaluator`; this name goes in
+the next release.
+
+Importing it warns (``DeprecationWarning``) and forwards every name to its new module
+(:mod:`df2am.engine.moved`).
+"""
+
+from df2am.engine.moved import moved
+
+moved(
+    __name__,
+    "df2am.assess.evaluator",
+    renamed={
+        "_TestSplit": "df2am.assess.evaluator:EvalSplits",
+    },
+)

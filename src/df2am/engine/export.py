@@ -1,0 +1,16 @@
+"""Deprecated: ``df2am.engine.export`` moved to :mod:`df2am.deploy.export`; this name goes in the
+next release.
+
+Importing it warns (``DeprecationWarning``) and forwards every name to its new module
+(:mod:`df2am.engine.moved`).
+"""
+
+from df2am.engine.moved import moved
+
+moved(
+    __name__,
+    "df2am.deploy.export",
+    renamed={
+        "_InferenceGraph": "df2am.deploy.export:InferenceGraph",
+    },
+)
