@@ -1,6 +1,6 @@
 """The deprecation shim's one tool: an old module name that forwards to where its names went.
 
-``df2am.engine`` held four jobs until version 0.1; they moved to ``df2am.train``,
+``df2am.engine`` used to hold four jobs; they moved to ``df2am.train``,
 ``df2am.assess``, ``df2am.deploy`` and ``df2am.experiments`` (docs/architecture.md). For one
 release every old module stays importable: importing it warns (``DeprecationWarning`` naming
 the new place) and turns it into a :class:`MovedModule`, which reads each name from the module
