@@ -10,7 +10,7 @@ identities × 10 noisy views (centre + Gaussian noise, normalised), and each que
 noisy view of a random identity, so near neighbours exist. (Uniform random unit vectors in
 512-d have no structure: every approximate index looks bad on them, which says nothing
 about real galleries.) Recall@10 = share of the exact top-10 found in the approximate top-10.
-Uses :func:`df2am.engine.index.build_index` on a FeatureSet, i.e. exactly what
+Uses :func:`df2am.deploy.index.build_index` on a FeatureSet, i.e. exactly what
 ``df2am index build`` builds. Prints one JSON line per index type.
 """
 

@@ -15,7 +15,7 @@ Paths (``--paths``, default all, run in this order):
 * ``compile_fp32`` / ``compile_bf16_cl``: ``torch.compile`` (inductor, ``freezing=True`` so the
   weights become constants that oneDNN prepacks) of the same computation. The first call's
   time (compilation) is reported separately and not counted in images/s.
-* ``onnxruntime_fp32``: the graph of :func:`df2am.engine.export.export_onnx` on ONNX Runtime's
+* ``onnxruntime_fp32``: the graph of :func:`df2am.deploy.export.export_onnx` on ONNX Runtime's
   CPU provider, ``--threads`` intra-op threads. Export time is reported separately.
 
 Each path gets ``--warmup`` untimed batches, then ``--repeats`` timed batches; the median

@@ -1,7 +1,7 @@
 """One demo-scale experiment: train the demo recipe with overrides, then measure it fully.
 
 Used for the runs recorded in ``docs/experiments.md``. Writes (or reuses) a synthetic
-SYSU-MM01-layout dataset, trains ``df2am.engine.demo.DEMO_CONFIG`` + the given ``key=value``
+SYSU-MM01-layout dataset, trains ``df2am.experiments.demo.DEMO_CONFIG`` + the given ``key=value``
 overrides into ``--out``, then records in ``--out/summary.json``:
 
 * the SYSU all-search protocol (10 seeded trials, as ``df2am demo`` reports it);

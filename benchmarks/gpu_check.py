@@ -60,7 +60,7 @@ TAIL_CHARS = 3000
 #: A step is not started with less budget left than this (it is recorded as skipped).
 MIN_START_S = 5.0
 
-# Overrides of the torchrun run (as in tests/engine/test_trainer.py, on CUDA).
+# Overrides of the torchrun run (as in tests/train/test_trainer.py, on CUDA).
 TINY = [
     "data.height=32",
     "data.width=16",

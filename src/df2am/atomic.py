@@ -10,9 +10,9 @@
 
 Both write a hidden temporary file beside ``path`` and ``os.replace`` it onto ``path`` (atomic on
 POSIX within one file system); on an error the temporary file is removed and ``path`` keeps
-its previous content. Every writer of the engine goes through here: checkpoints
-(:func:`df2am.engine.checkpoint.save_checkpoint`, with ``fsync=True``), ``results.json`` and
-``metrics.json`` (:mod:`df2am.engine.results`), features and indexes.
+its previous content. Every writer of df2am goes through here: checkpoints
+(:func:`df2am.train.checkpoint.save_checkpoint`, with ``fsync=True``), ``results.json`` and
+``metrics.json`` (:mod:`df2am.assess.results`), features and indexes.
 
 ``fsync=True`` also flushes the data to disk before the rename and fsyncs the directory after
 it, so that the new content (not only the name) survives a power loss.

@@ -5,10 +5,10 @@ Run on a GPU machine by ``benchmarks/gpu_check.py`` (step ``cuda_tests``):
 * evaluation on CUDA tensors equals the CPU result for every protocol rule (sysu, regdb, llcm),
   on integer-valued distances (many ties: the tie order must match too);
 * a depth-18 DF²AM net fitted for a few steps on a fixed batch in fp32, bf16 and fp16 (with a
-  ``GradScaler``) through :mod:`df2am.engine.precision`: the loss stays finite and drops, and
+  ``GradScaler``) through :mod:`df2am.train.precision`: the loss stays finite and drops, and
   channels_last weights and feature maps stay channels_last;
 * a one-rank NCCL process group with a DDP-wrapped model (``torchrun --nproc_per_node=1`` does
-  not create one: :func:`df2am.engine.distributed.init_distributed` is a no-op at world size 1).
+  not create one: :func:`df2am.train.distributed.init_distributed` is a no-op at world size 1).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ def tiny_config() -> Config:
 
 
 def checkpoint_dict(model: torch.nn.Module, cfg: Config, num_classes: int) -> dict:
-    """The trainer's checkpoint format (engine/checkpoint.py), model-only."""
+    """The trainer's checkpoint format (train/checkpoint.py), model-only."""
     return {
         "format_version": FORMAT_VERSION,
         "model": model.state_dict(),

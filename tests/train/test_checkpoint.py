@@ -1,4 +1,4 @@
-"""Checkpoint format, atomic writes and RNG state (engine.checkpoint)."""
+"""Checkpoint format, atomic writes and RNG state (train.checkpoint)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Faults and data safety of the training engine (issue 14): tiny CPU runs on synthetic data."""
+"""Faults and data safety of training (issue 14): tiny CPU runs on synthetic data."""
 
 from __future__ import annotations
 

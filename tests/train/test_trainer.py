@@ -1,4 +1,4 @@
-"""The training engine on a tiny synthetic SYSU-layout tree (CPU, ResNet-18, 32×16 images)."""
+"""Training on a tiny synthetic SYSU-layout tree (CPU, ResNet-18, 32×16 images)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
     write_results("runs/sysu", doc)                 # runs/sysu/results.json, atomically
     read_metrics("runs/sysu/results.json")         # {"rank1": ..., "rank1_std": ..., ...}
 
-The file (written by :func:`df2am.engine.evaluator.write_eval_outputs`, the trainer's final
+The file (written by :func:`df2am.assess.evaluator.write_eval_outputs`, the trainer's final
 test, ``df2am train --trials`` and the demo): the summary at the top level — the
 :data:`METRIC_KEYS` in percent, each with a ``_std`` twin — plus ``protocol``, ``per_trial``,
 ``cmc`` (``rank``/``mean``/``std``, percent), ``seconds`` and the writer's extra keys.

@@ -12,8 +12,8 @@ model on your own images.
     df2am search out/gallery_index --query probe.jpg --modality ir \\
         --checkpoint runs/sysu/model_final.pt --threshold 0.42
 
-Feature files are ``FEATS.npy`` + ``FEATS.json`` (:mod:`df2am.engine.features`), indexes
-``INDEX.faiss`` + ``INDEX.json`` (:mod:`df2am.engine.index`). Results are printed; progress
+Feature files are ``FEATS.npy`` + ``FEATS.json`` (:mod:`df2am.deploy.features`), indexes
+``INDEX.faiss`` + ``INDEX.json`` (:mod:`df2am.deploy.index`). Results are printed; progress
 and warnings go to the log.
 """
 

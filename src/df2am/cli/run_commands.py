@@ -10,7 +10,7 @@
     torchrun --nproc_per_node=4 -m df2am.cli train configs/sysu.yaml data.root=...   # DDP
 
 Resuming reads ``RUN_DIR/config.yaml``; overrides on ``--resume`` may only change
-:data:`df2am.engine.trainer.RESUME_OVERRIDABLE` keys (``train.epochs`` and where the run
+:data:`df2am.train.resume.RESUME_OVERRIDABLE` keys (``train.epochs`` and where the run
 executes: ``train.device``, ``data.root``, ``data.num_workers``, ``data.cache_dir``,
 ``train.log_every``); anything else is an error, so a resumed run is the run it continues.
 """

@@ -57,7 +57,7 @@ def load_model(
 
     Works with the trainer's ``model_final.pt`` and ``checkpoints/*.pt`` (keys
     ``format_version``, ``model``, ``num_classes``, ``config``; the optimiser state etc. are
-    ignored here; see :mod:`df2am.engine.checkpoint`).
+    ignored here; see :mod:`df2am.train.checkpoint`).
 
     Args:
         checkpoint_path: the ``.pt`` file.
@@ -107,7 +107,7 @@ def evaluate_checkpoint(
     out_dir: str | Path | None = None,
     **overrides: Any,
 ) -> EvalReport:
-    """:func:`load_model` + :func:`~df2am.engine.evaluator.evaluate_model` in one call.
+    """:func:`load_model` + :func:`~df2am.assess.evaluator.evaluate_model` in one call.
 
     ``overrides`` are ``evaluate_model``'s keyword arguments (``dataset``, ``mode``,
     ``sampler``, ``shots``, ``trials``, ``split_file``, ``direction``, ``batch_size``,

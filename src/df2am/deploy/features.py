@@ -296,7 +296,7 @@ def extract_paths(
 ) -> tuple[np.ndarray, list[int], list[dict[str, str]]]:
     """Features (n_ok, C) float32 of ``files``, the rows kept, and the images skipped.
 
-    The same decode + resize + normalisation as :func:`df2am.engine.api.extract_features`,
+    The same decode + resize + normalisation as :func:`df2am.deploy.api.extract_features`,
     so fp32 features are identical to the API's. ``bf16`` runs the network under bf16
     autocast (CPU or GPU) and re-normalises the rows in fp32.
     """

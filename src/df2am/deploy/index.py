@@ -14,7 +14,7 @@ Command line: ``df2am index build FEATS --out INDEX``, ``df2am search INDEX --qu
 ``df2am index calibrate INDEX --queries FEATS``.
 
 Scores are inner products of L2-normalised rows (= cosine similarity); distances are
-``1 - ip``, the cosine distance of :func:`df2am.engine.api.search`. Kinds:
+``1 - ip``, the cosine distance of :func:`df2am.deploy.api.search`. Kinds:
 
 * ``exact`` — ``IndexFlatIP``: every gallery row scored; the reference answer.
 * ``ivf`` — ``IndexIVFFlat`` (k-means into ``nlist`` cells, ``nprobe`` cells visited per

@@ -1,4 +1,4 @@
-"""Deprecated: ``df2am.engine`` held four jobs until 0.1; each has its own room now.
+"""Deprecated: ``df2am.engine`` used to hold four jobs; each has its own room now.
 
 ================================  =============================================================
 old                               new

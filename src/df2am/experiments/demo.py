@@ -13,11 +13,11 @@ Steps (each logged):
 1. write (or reuse, when its manifest matches) the synthetic SYSU-MM01-layout dataset
    :data:`DEMO_DATA` at ``<out>/data/synthetic_sysu``
    (:func:`df2am.data.synthetic.write_synthetic`);
-2. build the network of the demo recipe after seeding exactly as :func:`~df2am.engine.train`
+2. build the network of the demo recipe after seeding exactly as :func:`~df2am.train.train`
    does, i.e. the very initial weights training starts from, and evaluate it *untrained* with the
    SYSU all-search protocol over 10 seeded trials — the floor a trained model must clear;
-3. train DF²AM from scratch (:func:`df2am.engine.train`, the full loss of Eq. 4) into ``<out>``;
-4. load ``model_final.pt`` through the public API (:func:`df2am.engine.api.load_model`) and
+3. train DF²AM from scratch (:func:`df2am.train.train`, the full loss of Eq. 4) into ``<out>``;
+4. load ``model_final.pt`` through the public API (:func:`df2am.deploy.api.load_model`) and
    evaluate it with the same protocol.
 
 ``<out>`` then holds ``metrics.json`` (trained: ``rank1``, ``rank5``, ``rank10``, ``rank20``,

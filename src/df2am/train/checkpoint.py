@@ -91,7 +91,7 @@ def save_checkpoint(path: str | os.PathLike[str], obj: dict[str, Any]) -> Path:
     atomic), is flushed and fsync'ed, then ``os.replace`` moves it over ``path`` and the
     directory is fsync'ed so the rename itself survives a power loss. If anything fails the
     temporary file is removed and the previous ``path`` is untouched
-    (:func:`df2am.engine.atomic.atomic_write` with ``fsync=True``).
+    (:func:`df2am.atomic.atomic_write` with ``fsync=True``).
     """
     target = Path(path)
     try:

@@ -1,4 +1,4 @@
-"""Device choice, mixed precision and determinism helpers of the training engine.
+"""Device choice, mixed precision and determinism helpers of training.
 
 ``train.device``: ``auto`` picks CUDA when available, else the CPU; ``cuda`` without a GPU is
 a :class:`~df2am.errors.ConfigError` (never a silent CPU fallback).

@@ -93,7 +93,7 @@ def read_saved(run_dir: Path) -> dict[str, Any] | None:
 
 def _status(run_dir: Path) -> str:
     """``finished`` (tested), ``partial`` (started, or trained but not tested: the sweep resumes
-    it, which runs the missing test) or ``empty`` — :func:`df2am.engine.results.run_status`."""
+    it, which runs the missing test) or ``empty`` — :func:`df2am.train.rundir.run_status`."""
     status = run_status(run_dir)
     return "partial" if status == "trained" else status
 

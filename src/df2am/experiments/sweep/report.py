@@ -28,7 +28,7 @@ logger = logging.getLogger("df2am.experiments.sweep")
 
 
 def read_metrics(path: str | Path) -> dict[str, float]:
-    """The metrics (percent) of one results JSON (:func:`df2am.engine.results.read_metrics`,
+    """The metrics (percent) of one results JSON (:func:`df2am.assess.results.read_metrics`,
     the one reader of the format), its errors as :class:`SweepError`."""
     return read_results_metrics(path, error=SweepError)
 
