@@ -232,7 +232,7 @@ def plan_sweep(
             elif status == "partial":
                 # The run's own config.yaml is authoritative on --resume: pass only the keys
                 # that say where it runs (the trainer rejects any other change).
-                from df2am.train.trainer import RESUME_OVERRIDABLE
+                from df2am.train.resume import RESUME_OVERRIDABLE
 
                 keep = [o for o in overrides if o.split("=", 1)[0] in RESUME_OVERRIDABLE
                         and o.split("=", 1)[0] != "train.epochs"]
