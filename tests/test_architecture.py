@@ -52,6 +52,10 @@ ALLOWED: dict[str, set[str]] = {
     "configs": set(),
 }
 
+#: Where a room may import only some modules of another: deploy reads the checkpoint format that
+#: training owns, and nothing else of training.
+ONLY: dict[tuple[str, str], set[str]] = {("deploy", "train"): {"df2am.train.checkpoint"}}
+
 #: Third-party packages the array-only evaluation leaf may use (besides the standard library).
 EVALUATION_THIRD_PARTY = {"numpy", "torch"}
 
@@ -141,6 +145,9 @@ def check_source(
             elif other and other != room and other not in ALLOWED.get(room, set()):
                 found.append(Violation(module, line, "rooms", f"room {room!r} may not import "
                                                               f"{target}"))
+            elif (room, other) in ONLY and target not in ONLY[room, other]:
+                found.append(Violation(module, line, "rooms", f"room {room!r} may import only "
+                                       f"{sorted(ONLY[room, other])} of {other}, not {target}"))
         elif room == "evaluation" and top and top not in EVALUATION_THIRD_PARTY and (
             top not in sys.stdlib_module_names
         ):
@@ -242,6 +249,13 @@ def test_relative_imports_resolve_to_their_room():
     found = check_source("from .plan import _key\n", "df2am.experiments.sweep",
                          is_package=True)
     assert [v.what for v in found] == ["imports _key from df2am.experiments.sweep.plan"]
+
+
+def test_deploy_reads_only_the_checkpoint_format_of_training():
+    assert check_source("from df2am.train.checkpoint import load_checkpoint\n",
+                        "df2am.deploy.api") == []
+    found = check_source("from df2am.train.trainer import train\n", "df2am.deploy.api")
+    assert [v.rule for v in found] == ["rooms"]
 
 
 def test_the_shim_alone_may_import_the_old_engine():
