@@ -25,6 +25,8 @@ it came from) and what was expected, so a typo can never be silently ignored:
   valid YAML (the line is named);
 * protocol options the dataset does not have, set to a non-default value (``eval.mode=indoor``
   with RegDB; ``data.trial=3`` with SYSU-MM01, whose trials are gallery draws of one model).
+* model options of another architecture (:data:`ARCH_OPTIONS`: ``model.df2_module=true`` or
+  ``model.test_feature=fused`` with ``model.arch=agw``).
 
 ``train.precision`` is checked against its choices here; whether the hardware runs it at a
 sensible speed (``auto``, emulated bf16) depends on the device, which is only known when
@@ -67,6 +69,9 @@ __all__ = [
     "save_config",
     "complete_config_dict",
     "NUMERIC_RULES",
+    "ARCH_OPTIONS",
+    "ARCH_FEATURES",
+    "arch_problems",
 ]
 
 
@@ -74,6 +79,10 @@ __all__ = [
 class ModelConfig:
     """The two-stream network and its DF² module (method.md, "Network")."""
 
+    #: Architecture (a name of df2am.models.ARCHITECTURES): "df2am" (the paper's network),
+    #: "baseline" (the paper's L_B network: df2am without the DF² module) or "agw" (Ye et al.,
+    #: TPAMI 2021). An option of another architecture (ARCH_OPTIONS) must keep its default.
+    arch: Literal["df2am", "baseline", "agw"] = "df2am"
     depth: Literal[18, 34, 50, 101] = 50
     #: "none", "imagenet" (torchvision weights API; downloads only when asked) or a path to a
     #: torchvision-format ResNet state dict.
@@ -95,6 +104,11 @@ class ModelConfig:
     test_feature: Literal["fused", "global", "bn_global"] = "fused"
     #: Average the features of the image and its horizontal flip at test time.
     flip_test: bool = False
+    #: AGW only: non-local blocks after the last 2 blocks of layer2 and the last 3 of layer3.
+    non_local: bool = False
+    #: AGW only: pooling of the feature map, "avg" (global average) or "gem" (generalised mean,
+    #: p = 3, the AGW reference's).
+    pooling: Literal["avg", "gem"] = "avg"
 
 
 @dataclass
@@ -267,6 +281,9 @@ class Config:
             problem = rule(getattr(getattr(self, section), name))
             if problem:
                 raise ConfigError(f"{key} {problem}")
+        problems = arch_problems(self.model, self.loss)
+        if problems:
+            raise ConfigError(f"model.arch={self.model.arch}: " + "; ".join(problems))
         if self.loss.use_df2 and not self.model.df2_module:
             raise ConfigError(
                 "loss.use_df2=true needs model.df2_module=true (L_D is the DF² head's loss)"
@@ -282,6 +299,16 @@ class Config:
             )
         self.eval.check_rerank()
         self._validate_dataset()
+
+    def _validate_recipe_switches(self) -> None:
+        """Loss and augmentation switches that only make sense together."""
+        margin = LossConfig().triplet_margin
+        if self.loss.triplet_type != "hard" and self.loss.triplet_margin != margin:
+            raise ConfigError(
+                f"loss.triplet_margin={self.loss.triplet_margin} does not apply to "
+                f"loss.triplet_type={self.loss.triplet_type} (a soft-margin loss without a "
+                f"margin); leave loss.triplet_margin at {margin}"
+            )
 
     def _validate_dataset(self) -> None:
         """The dataset exists and the protocol options are valid for it: options it does not
@@ -316,6 +343,64 @@ class Config:
                 f"selects the training split of datasets with one model per trial (RegDB). "
                 f"Leave it at {default_trial}"
             )
+
+
+# --------------------------------------------------------------------------- architectures
+
+#: Model options that belong to some architectures only (``model.arch``): any other
+#: architecture must leave them at their defaults (``df2_module`` at false). The networks live
+#: in ``df2am.models`` (one file each); a test keeps this table and ``ARCHITECTURES`` in step.
+ARCH_OPTIONS: dict[str, tuple[str, ...]] = {
+    "df2am": ("df2_module", "num_parts", "part_pooling", "part_attention", "specific_stages"),
+    "baseline": ("specific_stages",),
+    "agw": ("non_local", "pooling"),
+}
+#: Test features (``model.test_feature``) each architecture offers; the first is its usual one.
+ARCH_FEATURES: dict[str, tuple[str, ...]] = {
+    "df2am": ("fused", "global", "bn_global"),
+    "baseline": ("bn_global", "global"),
+    "agw": ("bn_global", "global"),
+}
+#: The value of an option that means "this architecture does not have it" when it is not the
+#: dataclass default.
+_ABSENT: dict[str, Any] = {"df2_module": False}
+
+
+def arch_problems(model: ModelConfig, loss: LossConfig | None = None) -> list[str]:
+    """What in ``model`` (and ``loss``) does not fit ``model.arch``, each naming its key; empty
+    when everything fits. :meth:`Config.validate` and ``df2am.models.build_model`` use it."""
+    arch = model.arch
+    if arch not in ARCH_OPTIONS:
+        return [f"model.arch must be one of {sorted(ARCH_OPTIONS)}, got {arch!r}"]
+    problems = []
+    own = ARCH_OPTIONS[arch]
+    defaults = ModelConfig()
+    for key in sorted({k for keys in ARCH_OPTIONS.values() for k in keys} - set(own)):
+        absent = _ABSENT.get(key, getattr(defaults, key))
+        value = getattr(model, key)
+        if value != absent:
+            owners = ", ".join(a for a, keys in ARCH_OPTIONS.items() if key in keys)
+            problems.append(
+                f"model.{key}={value!r} is an option of {owners}, not of {arch} "
+                f"(leave it at {absent!r})"
+            )
+    if model.test_feature not in ARCH_FEATURES[arch]:
+        offered = ", ".join(repr(f) for f in ARCH_FEATURES[arch])
+        problems.append(
+            f"model.test_feature={model.test_feature!r} is not a feature of {arch} (it offers "
+            f"{offered})"
+        )
+    if arch == "agw" and model.non_local and model.depth == 18:
+        problems.append(
+            "model.non_local=true needs ResNet depth 34, 50 or 101 (the blocks follow the last "
+            "3 blocks of layer3, which has 2 at depth 18); set model.non_local=false or "
+            "model.depth=50"
+        )
+    if loss is not None and arch != "df2am" and loss.use_df2:
+        problems.append(
+            f"loss.use_df2=true needs the DF² module, which {arch} does not have (set it false)"
+        )
+    return problems
 
 
 # ------------------------------------------------------------------------- numeric rules

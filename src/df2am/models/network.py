@@ -1,4 +1,6 @@
-"""The DF²AM network: two-stream ResNet, BNNeck baseline head and the DF² module.
+"""The DF²AM network (``model.arch=df2am``): two-stream ResNet, BNNeck baseline head and the
+DF² module. Without the DF² module it is the paper's L_B network (``model.arch=baseline``,
+:mod:`df2am.models.baseline`).
 
 Built from a :class:`~df2am.config.ModelConfig`::
 
@@ -18,33 +20,35 @@ What each piece implements (method.md, "Network"):
   ``cfg.specific_stages`` > 0) and the shared ``Feat`` (the rest of layer1–4).
 * f^g = GAP(f); baseline head BN(f^g) → bias-free classifier (BNNeck, for L_B's ID term).
 * ``df2``: Eq. 5–7 (:mod:`df2am.models.df2`), present only when ``cfg.df2_module``.
+
+``extract``, ``param_groups`` and the rest of the protocol every architecture shares are in
+:class:`~df2am.models.base.ReIDNet`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from df2am.config import ModelConfig
+from df2am.config import ARCH_FEATURES, ModelConfig
 from df2am.errors import ConfigError
 from df2am.models.backbone import TwoStreamResNet
+from df2am.models.base import ReIDNet
 from df2am.models.df2 import BNNeck, DF2Module, make_classifier
 from df2am.models.output import ModelOutput
 from df2am.models.weights import load_backbone_weights
 
-__all__ = ["DF2AMNet", "build_model"]
+__all__ = ["DF2AMNet", "build_df2am"]
 
 logger = logging.getLogger(__name__)
 
 FeatureKind = Literal["fused", "global", "bn_global"]
-_FEATURES = ("fused", "global", "bn_global")
 
 
-class DF2AMNet(nn.Module):
+class DF2AMNet(ReIDNet):
     """Two-stream ResNet + BNNeck + DF² module (method.md, "Network").
 
     Args:
@@ -59,6 +63,8 @@ class DF2AMNet(nn.Module):
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         self.cfg = cfg
+        self.arch = cfg.arch
+        self.feature_kinds = ARCH_FEATURES[cfg.arch]
         self.num_classes = num_classes
         self.backbone = TwoStreamResNet(
             depth=cfg.depth, last_stride=cfg.last_stride, specific_stages=cfg.specific_stages
@@ -115,7 +121,9 @@ class DF2AMNet(nn.Module):
         )
 
     # ------------------------------------------------------------------ test features
-    def _feature(self, images: torch.Tensor, modality: str, feature: str) -> torch.Tensor:
+    def test_features(self, images: torch.Tensor, modality: str, feature: str) -> torch.Tensor:
+        """One pass of one modality's images → "fused" (BN(f̃)), "global" (f^g) or
+        "bn_global" (BN(f^g)), not normalised (see :meth:`ReIDNet.extract`)."""
         feat_map = self.backbone.forward_single(images, modality)
         global_feat = F.adaptive_avg_pool2d(feat_map, 1).flatten(1)
         if feature == "global":
@@ -123,83 +131,35 @@ class DF2AMNet(nn.Module):
         bn_feat = self.bnneck(global_feat)
         if feature == "bn_global":
             return bn_feat
-        assert self.df2 is not None  # checked by extract()
+        assert self.df2 is not None  # checked by check_feature()
         return self.df2(feat_map, global_feat, bn_feat).fused_bn_feat
 
-    def extract(
-        self,
-        images: torch.Tensor,
-        modality: str,
-        feature: FeatureKind | None = None,
-        flip: bool | None = None,
-    ) -> torch.Tensor:
-        """Test features of one modality's images: (N, C), L2-normalised rows, fp32.
-
-        Runs in eval mode (the previous mode is restored afterwards) without autograd.
-
-        Args:
-            images: (N, 3, H, W), any memory format.
-            modality: "rgb" or "ir" — picks the stem.
-            feature: "fused" (BN(f̃), needs the DF² module), "global" (f^g) or "bn_global"
-                (BN(f^g)); ``None`` = ``cfg.test_feature``.
-            flip: average the features of the images and of their horizontal flips before
-                normalising; ``None`` = ``cfg.flip_test``.
-        """
-        feature = self.cfg.test_feature if feature is None else feature
-        flip = self.cfg.flip_test if flip is None else flip
-        if feature not in _FEATURES:
-            raise ConfigError(f"model.test_feature must be one of {_FEATURES}, got {feature!r}")
+    def check_feature(self, feature: str) -> str:
         if feature == "fused" and self.df2 is None:
             raise ConfigError(
                 "model.test_feature='fused' needs model.df2_module=true; use 'bn_global'"
             )
-        if modality not in ("rgb", "ir"):
-            raise ValueError(f"modality must be 'rgb' or 'ir', got {modality!r}")
+        return super().check_feature(feature)
+
+    def part_weights(self, images: torch.Tensor, modality: str) -> torch.Tensor | None:
+        """ω̃ (N, P) of one modality's images (eval mode, no autograd); None without DF²."""
+        if self.df2 is None:
+            return None
+        self.check_modality(modality)
         was_training = self.training
         self.eval()
         try:
             with torch.no_grad():
-                feats = self._feature(images, modality, feature).float()
-                if flip:
-                    flipped = self._feature(images.flip(3), modality, feature).float()
-                    feats = (feats + flipped) / 2
-                return F.normalize(feats, dim=1)
+                feat_map = self.backbone.forward_single(images, modality)
+                g = F.adaptive_avg_pool2d(feat_map, 1).flatten(1)
+                return self.df2(feat_map, g, self.bnneck(g)).part_weights.float()
         finally:
             self.train(was_training)
 
-    # ------------------------------------------------------------------ optimiser groups
-    def param_groups(
-        self, lr: float, backbone_lr_mult: float, weight_decay: float
-    ) -> list[dict[str, Any]]:
-        """SGD parameter groups: pretrained ``backbone`` (both stems, specific stages included,
-        + the shared layers) at
-        ``lr × backbone_lr_mult`` and the new ``head`` layers (BNNecks, classifiers, DF²
-        attention) at ``lr``. Frozen parameters (the BNNeck biases) are left out.
-        Each group carries ``name`` and ``lr_mult`` so schedulers can rescale it.
-        """
-        backbone_ids = {id(p) for p in self.backbone.parameters()}
-        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
-        head = [p for p in self.parameters() if p.requires_grad and id(p) not in backbone_ids]
-        return [
-            {
-                "params": backbone,
-                "lr": lr * backbone_lr_mult,
-                "weight_decay": weight_decay,
-                "name": "backbone",
-                "lr_mult": backbone_lr_mult,
-            },
-            {
-                "params": head,
-                "lr": lr,
-                "weight_decay": weight_decay,
-                "name": "head",
-                "lr_mult": 1.0,
-            },
-        ]
 
-
-def build_model(cfg: ModelConfig, num_classes: int) -> DF2AMNet:
-    """Build the network of ``cfg`` and load ``cfg.pretrained`` into its backbone.
+def build_df2am(cfg: ModelConfig, num_classes: int) -> DF2AMNet:
+    """Build the DF²AM network of ``cfg`` and load ``cfg.pretrained`` into its backbone
+    (``ARCHITECTURES["df2am"]``; use :func:`df2am.models.build_model`).
 
     ``cfg.pretrained`` is "none", "imagenet" (downloads through torchvision's weights API) or a
     path to a torchvision-format ResNet state dict; see

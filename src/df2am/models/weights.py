@@ -123,8 +123,9 @@ def load_backbone_weights(model: nn.Module, source: str | os.PathLike[str]) -> N
     """Copy torchvision ResNet weights into the two-stream backbone of ``model``.
 
     Args:
-        model: a :class:`~df2am.models.network.DF2AMNet` (its ``backbone`` is used) or a
-            :class:`~df2am.models.backbone.TwoStreamResNet`.
+        model: a df2am network (:class:`~df2am.models.base.ReIDNet`: its ``backbone`` is used)
+            or a :class:`~df2am.models.backbone.TwoStreamResNet` (or subclass; keys under its
+            ``NOT_PRETRAINED`` prefixes are left alone).
         source: "none" (keep the random initialisation), "imagenet" (torchvision weights API;
             downloads to torch's hub cache on first use) or a path to a torchvision-format
             state dict (``torch.load(..., weights_only=True)``; a dict wrapping it under
@@ -149,10 +150,15 @@ def load_backbone_weights(model: nn.Module, source: str | os.PathLike[str]) -> N
         origin = source_str
 
     target = backbone.state_dict()
+    # Modules an architecture adds inside the backbone (AGW's non-local blocks) are not in a
+    # torchvision ResNet: they keep their own initialisation.
+    own = tuple(getattr(backbone, "NOT_PRETRAINED", ()))
     # target key → source key: the stems' "stem_rgb.conv1.weight" reads "conv1.weight" and a
     # specific stage's "stem_ir.layer1.0.conv1.weight" reads "layer1.0.conv1.weight".
     mapping = {
-        tk: (tk.split(".", 1)[1] if tk.split(".", 1)[0] in STEM_NAMES else tk) for tk in target
+        tk: (tk.split(".", 1)[1] if tk.split(".", 1)[0] in STEM_NAMES else tk)
+        for tk in target
+        if not tk.startswith(own)
     }
     used = set(mapping.values())
     missing = sorted(
