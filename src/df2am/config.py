@@ -26,7 +26,8 @@ it came from) and what was expected, so a typo can never be silently ignored:
 * protocol options the dataset does not have, set to a non-default value (``eval.mode=indoor``
   with RegDB; ``data.trial=3`` with SYSU-MM01, whose trials are gallery draws of one model).
 * model options of another architecture (:data:`ARCH_OPTIONS`: ``model.df2_module=true`` or
-  ``model.test_feature=fused`` with ``model.arch=agw``).
+  ``model.test_feature=fused`` with ``model.arch=agw``), and loss or augmentation switches
+  that have no effect together (``loss.triplet_margin`` with ``loss.triplet_type=wrt``).
 
 ``train.precision`` is checked against its choices here; whether the hardware runs it at a
 sensible speed (``auto``, emulated bf16) depends on the device, which is only known when
@@ -135,6 +136,12 @@ class LossConfig:
     #: "cross": one triplet whose positives and negatives are mined in the other modality only.
     triplet_mode: Literal["per_modality", "joint", "cross"] = "per_modality"
     label_smoothing: float = 0.0  # ε of the smoothed cross-entropy, in [0, 1)
+    #: Metric term of L_B: "hard" (batch-hard triplet, triplet_margin), "wrt" (AGW's weighted
+    #: regularisation triplet, soft margin) or "adp" (CAJ's squared-difference variant of WRT).
+    triplet_type: Literal["hard", "wrt", "adp"] = "hard"
+    #: Identity term of L_B: "per_modality" (CE over the RGB rows + CE over the IR rows, the
+    #: paper) or "joint" (one CE over all rows, the AGW/CAJ code).
+    id_mode: Literal["per_modality", "joint"] = "per_modality"
 
 
 @dataclass
@@ -284,6 +291,7 @@ class Config:
         problems = arch_problems(self.model, self.loss)
         if problems:
             raise ConfigError(f"model.arch={self.model.arch}: " + "; ".join(problems))
+        self._validate_recipe_switches()
         if self.loss.use_df2 and not self.model.df2_module:
             raise ConfigError(
                 "loss.use_df2=true needs model.df2_module=true (L_D is the DF² head's loss)"

@@ -1,4 +1,6 @@
-"""Losses of DF²AM: identity, batch-hard triplet, DF² (L_D), affinity (L_A / L1), and Eq. 4.
+"""Losses of DF²AM: identity, batch-hard triplet, DF² (L_D), affinity (L_A / L1), and Eq. 4;
+AGW's weighted regularisation triplet (WRT) and CAJ's variant (ADP) for the other
+architectures (``loss.triplet_type``).
 
 Usage::
 
@@ -17,6 +19,7 @@ from df2am.losses.distance import pairwise_euclidean
 from df2am.losses.identity import identity_loss
 from df2am.losses.output import LossOutput
 from df2am.losses.triplet import batch_hard_triplet
+from df2am.losses.weighted_triplet import adaptive_weighted_triplet, weighted_regularized_triplet
 
 __all__ = [
     "build_loss",
@@ -24,6 +27,8 @@ __all__ = [
     "LossOutput",
     "identity_loss",
     "batch_hard_triplet",
+    "weighted_regularized_triplet",
+    "adaptive_weighted_triplet",
     "affinity_margin_loss",
     "affinity_l1_loss",
     "normalized_euclidean",

@@ -13,6 +13,20 @@ leading RGB rows; ``labels`` follow the same order):
 
 ``label_smoothing`` applies to every cross-entropy term (L_ID and L_D).
 
+The same criterion serves every architecture (``model.arch``); two switches give the AGW/CAJ
+recipe (:mod:`df2am.losses.weighted_triplet`):
+
+* ``triplet_type``: the metric term of L_B — "hard" (batch-hard with ``triplet_margin``),
+  "wrt" (AGW's weighted regularisation triplet) or "adp" (CAJ's squared-difference WRT, α = γ
+  = 1); ``triplet_mode`` (per_modality / joint / cross) and ``triplet_feature`` apply to all
+  three.
+* ``id_mode``: "per_modality" (CE over the RGB rows + CE over the IR rows, the paper's L_B)
+  or "joint" (one CE over all rows, as the AGW/CAJ code: with equal halves, half the
+  per-modality sum).
+
+AGW = ``use_baseline`` with ``triplet_type=wrt``, ``triplet_mode=joint``, ``id_mode=joint``
+and no DF² / affinity term (configs/agw_sysu.yaml).
+
 The five Table 3 settings are the switches of :class:`~df2am.config.LossConfig`:
 
 =====================  ============  =======  ============
@@ -49,6 +63,7 @@ from df2am.losses.affinity import affinity_l1_loss, affinity_margin_loss
 from df2am.losses.identity import identity_loss
 from df2am.losses.output import LossOutput
 from df2am.losses.triplet import batch_hard_triplet
+from df2am.losses.weighted_triplet import adaptive_weighted_triplet, weighted_regularized_triplet
 from df2am.models.output import ModelOutput
 
 __all__ = ["DF2AMLoss", "build_loss"]
@@ -77,6 +92,14 @@ class DF2AMLoss(nn.Module):
                 "loss.triplet_mode: expected 'per_modality', 'joint' or 'cross', got "
                 f"{cfg.triplet_mode!r}"
             )
+        if cfg.triplet_type not in ("hard", "wrt", "adp"):
+            raise ConfigError(
+                f"loss.triplet_type: expected 'hard', 'wrt' or 'adp', got {cfg.triplet_type!r}"
+            )
+        if cfg.id_mode not in ("per_modality", "joint"):
+            raise ConfigError(
+                f"loss.id_mode: expected 'per_modality' or 'joint', got {cfg.id_mode!r}"
+            )
         self.cfg = cfg
 
     def extra_repr(self) -> str:
@@ -84,13 +107,24 @@ class DF2AMLoss(nn.Module):
         return (
             f"baseline={c.use_baseline}, df2={c.use_df2} (λ={c.lambda_df2}), "
             f"affinity={c.use_affinity} ({c.affinity_type}, ζ={c.zeta_affinity}), "
-            f"triplet={c.triplet_mode}"
+            f"triplet={c.triplet_type}/{c.triplet_mode}, id={c.id_mode}"
         )
 
     def _per_modality_ce(self, logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
         """CE over the RGB rows + CE over the IR rows (each a mean within its modality)."""
         ls = self.cfg.label_smoothing
         return identity_loss(logits[:k], labels[:k], ls) + identity_loss(logits[k:], labels[k:], ls)
+
+    def _metric(
+        self, feat: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The metric term (``triplet_type``) over ``feat``'s rows."""
+        kind = self.cfg.triplet_type
+        if kind == "wrt":
+            return weighted_regularized_triplet(feat, labels, groups=groups)
+        if kind == "adp":
+            return adaptive_weighted_triplet(feat, labels, groups=groups)
+        return batch_hard_triplet(feat, labels, self.cfg.triplet_margin, groups=groups)
 
     def forward(self, out: ModelOutput, labels: torch.Tensor) -> LossOutput:
         """Total loss and its weighted parts for one batch; ``labels`` (B,) in row order."""
@@ -108,17 +142,19 @@ class DF2AMLoss(nn.Module):
 
         parts: dict[str, torch.Tensor] = {}
         if cfg.use_baseline:
-            parts["id"] = self._per_modality_ce(out.logits, labels, k)
+            if cfg.id_mode == "joint":
+                parts["id"] = identity_loss(out.logits, labels, cfg.label_smoothing)
+            else:
+                parts["id"] = self._per_modality_ce(out.logits, labels, k)
             feat = _metric_feature(out, cfg.triplet_feature)
-            m = cfg.triplet_margin
             if cfg.triplet_mode == "joint":
-                parts["triplet"] = batch_hard_triplet(feat, labels, m)
+                parts["triplet"] = self._metric(feat, labels)
             elif cfg.triplet_mode == "cross":
                 modality = torch.arange(b, device=labels.device) >= k
-                parts["triplet"] = batch_hard_triplet(feat, labels, m, groups=modality)
+                parts["triplet"] = self._metric(feat, labels, groups=modality)
             else:
-                parts["triplet"] = batch_hard_triplet(feat[:k], labels[:k], m) + batch_hard_triplet(
-                    feat[k:], labels[k:], m
+                parts["triplet"] = self._metric(feat[:k], labels[:k]) + self._metric(
+                    feat[k:], labels[k:]
                 )
         if cfg.use_df2:
             if out.fused_logits is None:
