@@ -162,6 +162,16 @@ class DataConfig:
     channel_aug: bool = False  # random channel swap / gray for RGB images
     #: Share of RGB images that channel augmentation replaces by one channel or the luminance.
     channel_aug_prob: float = 0.5  # probability, in [0, 1]
+    #: Rule of random erasing (when random_erasing > 0): "torchvision" (area 0.02–0.33,
+    #: log-uniform aspect, fill 0 after normalisation) or "caj" (CAJ's ChannelRandomErasing:
+    #: area 0.02–0.4, uniform aspect 0.3–3.33, per-channel fill 0.4914/0.4822/0.4465).
+    erasing_mode: Literal["torchvision", "caj"] = "torchvision"
+    #: CAJ's joint batch: every RGB image a second time with CAJ's ChannelExchange (one of its
+    #: R, G, B channels on all three), so the RGB rows are [originals; exchanged copies].
+    rgb_exchange_copy: bool = False
+    #: CAJ's ChannelAdapGray on IR images: one of R, G, B on all three channels (1/4 each),
+    #: else the luminance (1/8) or unchanged (1/8).
+    ir_channel_gray: bool = False
     num_workers: int = 2  # >= 0 (0 = load in the main process)
     #: Decoded, resized uint8 images are cached here ("" = <run dir>/cache). "none" disables.
     cache_dir: str = ""
@@ -316,6 +326,17 @@ class Config:
                 f"loss.triplet_margin={self.loss.triplet_margin} does not apply to "
                 f"loss.triplet_type={self.loss.triplet_type} (a soft-margin loss without a "
                 f"margin); leave loss.triplet_margin at {margin}"
+            )
+        if self.data.erasing_mode != "torchvision" and self.data.random_erasing == 0:
+            raise ConfigError(
+                f"data.erasing_mode={self.data.erasing_mode} has no effect with "
+                f"data.random_erasing=0 (the erasing probability); set both or neither"
+            )
+        if self.data.rgb_exchange_copy and self.data.channel_aug:
+            raise ConfigError(
+                "data.rgb_exchange_copy=true and data.channel_aug=true: choose one (the "
+                "exchanged copy is CAJ's channel augmentation; channel_aug would also change "
+                "the originals)"
             )
 
     def _validate_dataset(self) -> None:

@@ -57,7 +57,8 @@ _AUG_STREAM = 0xA06
 
 
 class TrainBatch(NamedTuple):
-    """One training batch: N*·M* RGB and N*·M* IR images, id-major in both halves."""
+    """One training batch: N*·M* RGB and N*·M* IR images, id-major in both halves (with
+    ``data.rgb_exchange_copy`` the RGB half is 2·N*·M*: the images, then their CAJ copies)."""
 
     rgb: torch.Tensor  # (B, 3, H, W) float32, normalised
     ir: torch.Tensor  # (B, 3, H, W) float32, normalised
@@ -140,10 +141,14 @@ class _TrainDataset(Dataset):
         ir = self.transform(self.ir.take(ir_idx), generator=g, rgb=False)
         if not self.channels_last:
             rgb, ir = rgb.contiguous(), ir.contiguous()
+        rgb_labels = self.rgb_labels[torch.from_numpy(np.asarray(rgb_idx, dtype=np.int64))]
+        # CAJ's joint batch (data.rgb_exchange_copy): the transform returns the RGB images
+        # twice, [originals; exchanged copies], so their labels come twice too.
+        rgb_labels = rgb_labels.repeat(rgb.shape[0] // max(len(rgb_labels), 1))
         return TrainBatch(
             rgb,
             ir,
-            self.rgb_labels[torch.from_numpy(np.asarray(rgb_idx, dtype=np.int64))],
+            rgb_labels,
             self.ir_labels[torch.from_numpy(np.asarray(ir_idx, dtype=np.int64))],
         )
 

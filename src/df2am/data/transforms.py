@@ -34,12 +34,39 @@ Training transform, in order:
    fit (as torchvision's ``RandomErasing``), filled with 0 after normalisation (= the ImageNet
    mean colour).
 
+CAJ's augmentations (Ye et al., "Channel Augmented Joint Learning for Visible-Infrared
+Recognition", ICCV 2021; github.com/mangye16/Cross-Modal-Re-ID-baseline, ``ICCV21_CAJ``:
+``data_loader.py``, ``ChannelAug.py``), each a switch of :class:`~df2am.config.DataConfig`,
+applied after step 4 in CAJ's order (erasing, then the channel operations, on the normalised
+values):
+
+* ``erasing_mode="caj"`` (with ``random_erasing`` = its probability, 0.5 in CAJ) replaces
+  step 5 by CAJ's ``ChannelRandomErasing``: area fraction U(0.02, 0.4), aspect ratio *uniform*
+  in (0.3, 1/0.3), up to 100 tries for a rectangle strictly smaller than the image, filled
+  channel by channel with 0.4914, 0.4822, 0.4465 (CAJ's constants, written into the
+  normalised image).
+* ``rgb_exchange_copy``: CAJ's joint batch. Every RGB image is augmented twice with
+  independent crop, flip and erasing draws; the second copy then gets ``ChannelExchange``
+  (``gray=2``): one of its R, G, B channels, uniformly, copied to all three. The call returns
+  2B rows, ``[originals; exchanged copies]`` (the loader repeats the labels to match), so a
+  batch of N* ids × M* holds N*·M* RGB, N*·M* exchanged and N*·M* IR images, as CAJ's.
+* ``ir_channel_gray``: CAJ's ``ChannelAdapGray`` on IR images: R, G or B copied to all
+  channels (1/4 each), else (1/4) the luminance 0.2989·R + 0.587·G + 0.114·B or the image
+  unchanged, half and half.
+
+The channel operations reuse :func:`channel_mix` (one 3×3 matrix per sample). Where this
+departs from CAJ: the random draws come from the batch's ``torch.Generator`` (per-sample,
+vectorised) instead of Python's ``random`` per image; and ``channel_aug`` above (exchange
+*before* normalisation, mixed into the batch) is df2am's own variant, which cannot be combined
+with ``rgb_exchange_copy``.
+
 Test transform: resize (if needed) + normalisation; nothing random.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +83,9 @@ __all__ = [
     "channel_mix",
     "normalize",
     "erase_rectangles",
+    "exchange_choice",
+    "ir_gray_choice",
+    "CAJ_ERASING_FILL",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -63,6 +93,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: Luminance weights (ITU-R 601, as CAJ's gray branch).
 _GRAY = (0.2989, 0.587, 0.114)
+
+#: CAJ's ChannelRandomErasing: area fraction, aspect-ratio range (uniform), tries, and the
+#: per-channel fill written into the normalised image.
+CAJ_ERASING_AREA = (0.02, 0.4)
+CAJ_ERASING_RATIO = (0.3, 1 / 0.3)
+CAJ_ERASING_TRIES = 100
+CAJ_ERASING_FILL = (0.4914, 0.4822, 0.4465)
 
 
 def _check_batch(images: torch.Tensor) -> None:
@@ -108,7 +145,8 @@ def pad_crop_flip(
 
 
 def channel_mix(images: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
-    """Channel augmentation on a float ``(B, H, W, 3)`` batch (values 0..255).
+    """Channel augmentation on a float ``(B, H, W, 3)`` batch (values 0..255, or normalised
+    values: the operation is linear, CAJ applies it after normalisation).
 
     ``choice`` (B,) in 0..4: 0 keep, 1 R, 2 G, 3 B (that channel on all three), 4 luminance.
     Done as one batched 3×3 colour matrix per sample.
@@ -138,29 +176,52 @@ def erase_rectangles(
     left: torch.Tensor,
     height: torch.Tensor,
     width: torch.Tensor,
-    value: float = 0.0,
+    value: float | Sequence[float] = 0.0,
 ) -> torch.Tensor:
-    """Fill one rectangle per selected sample of a ``(B, H, W, C)`` batch (in place)."""
+    """Fill one rectangle per selected sample of a ``(B, H, W, C)`` batch (in place) with
+    ``value``: one number, or one per channel (CAJ's fill)."""
     _, H, W, _ = images.shape
     r = torch.arange(H)[None, :]
     c = torch.arange(W)[None, :]
     in_rows = (r >= top[:, None]) & (r < (top + height)[:, None])  # (B, H)
     in_cols = (c >= left[:, None]) & (c < (left + width)[:, None])  # (B, W)
     mask = in_rows[:, :, None] & in_cols[:, None, :] & apply[:, None, None]
-    return images.masked_fill_(mask[..., None], value)
+    if isinstance(value, (int, float)):
+        return images.masked_fill_(mask[..., None], value)
+    fill = torch.tensor(value, dtype=images.dtype)
+    return images.copy_(torch.where(mask[..., None], fill, images))
 
 
 def _sample_erasing(
-    batch: int, H: int, W: int, prob: float, g: torch.Generator, tries: int = 10
+    batch: int,
+    H: int,
+    W: int,
+    prob: float,
+    g: torch.Generator,
+    tries: int = 10,
+    *,
+    area_range: tuple[float, float] = (0.02, 0.33),
+    ratio_range: tuple[float, float] = (0.3, 3.3),
+    log_ratio: bool = True,
+    nonempty: bool = True,
 ) -> tuple[torch.Tensor, ...]:
-    """Random-erasing rectangles, torchvision's rule vectorised over (batch, tries)."""
+    """Random-erasing rectangles vectorised over (batch, tries): torchvision's rule by default
+    (log-uniform aspect ratio, non-empty rectangles); CAJ's with ``area_range=(0.02, 0.4)``,
+    a uniform ratio in (0.3, 1/0.3) (``log_ratio=False``), 100 tries, ``nonempty=False``."""
     area = H * W
-    target = area * (0.02 + (0.33 - 0.02) * torch.rand(batch, tries, generator=g))
-    log_r = math.log(0.3) + (math.log(3.3) - math.log(0.3)) * torch.rand(batch, tries, generator=g)
-    ratio = torch.exp(log_r)
+    lo, hi = area_range
+    target = area * (lo + (hi - lo) * torch.rand(batch, tries, generator=g))
+    r_lo, r_hi = ratio_range
+    if log_ratio:
+        u = torch.rand(batch, tries, generator=g)
+        ratio = torch.exp(math.log(r_lo) + (math.log(r_hi) - math.log(r_lo)) * u)
+    else:
+        ratio = r_lo + (r_hi - r_lo) * torch.rand(batch, tries, generator=g)
     h = torch.sqrt(target * ratio).round().long()
     w = torch.sqrt(target / ratio).round().long()
-    ok = (h < H) & (w < W) & (h > 0) & (w > 0)
+    ok = (h < H) & (w < W)
+    if nonempty:
+        ok &= (h > 0) & (w > 0)
     # The first try that fits, as torchvision's loop would take it.
     first = torch.argmax(ok.int(), dim=1)
     fits = ok.any(dim=1)
@@ -170,6 +231,20 @@ def _sample_erasing(
     left = (torch.rand(batch, generator=g) * (W - w + 1).float()).long()
     apply = (torch.rand(batch, generator=g) < prob) & fits
     return apply, top, left, h, w
+
+
+def exchange_choice(batch: int, g: torch.Generator) -> torch.Tensor:
+    """CAJ's ``ChannelExchange(gray=2)`` as :func:`channel_mix` codes: 1, 2 or 3 (R, G, B on
+    all channels), uniformly (its ``randint(0, 2)`` never reaches the gray branch)."""
+    return torch.randint(1, 4, (batch,), generator=g)
+
+
+def ir_gray_choice(batch: int, g: torch.Generator) -> torch.Tensor:
+    """CAJ's ``ChannelAdapGray(probability=0.5)`` as :func:`channel_mix` codes: 1, 2, 3
+    (R, G, B on all channels) with 1/4 each, else 4 (luminance) or 0 (unchanged), 1/8 each."""
+    idx = torch.randint(0, 4, (batch,), generator=g)
+    gray = torch.rand(batch, generator=g) <= 0.5
+    return torch.where(idx < 3, idx + 1, torch.where(gray, 4, 0))
 
 
 def _to_nchw(x: torch.Tensor) -> torch.Tensor:
@@ -189,6 +264,9 @@ class TrainTransform:
         random_erasing: float = 0.0,
         channel_aug: bool = False,
         channel_aug_prob: float = 0.5,
+        erasing_mode: str = "torchvision",
+        rgb_exchange_copy: bool = False,
+        ir_channel_gray: bool = False,
     ) -> None:
         self.height, self.width = int(height), int(width)
         self.pad = int(pad)
@@ -198,6 +276,13 @@ class TrainTransform:
         if not 0.0 <= channel_aug_prob <= 1.0:
             raise ValueError(f"channel_aug_prob must be in [0, 1], got {channel_aug_prob}")
         self.channel_aug_prob = float(channel_aug_prob)
+        if erasing_mode not in ("torchvision", "caj"):
+            raise ValueError(f"erasing_mode must be 'torchvision' or 'caj', got {erasing_mode!r}")
+        if rgb_exchange_copy and channel_aug:
+            raise ValueError("rgb_exchange_copy and channel_aug cannot be combined")
+        self.erasing_mode = erasing_mode
+        self.rgb_exchange_copy = bool(rgb_exchange_copy)
+        self.ir_channel_gray = bool(ir_channel_gray)
 
     @classmethod
     def from_config(cls, cfg: DataConfig) -> TrainTransform:
@@ -209,14 +294,24 @@ class TrainTransform:
             cfg.random_erasing,
             cfg.channel_aug,
             cfg.channel_aug_prob,
+            cfg.erasing_mode,
+            cfg.rgb_exchange_copy,
+            cfg.ir_channel_gray,
         )
 
     def __call__(
         self, images: torch.Tensor, *, generator: torch.Generator, rgb: bool
     ) -> torch.Tensor:
-        """Augment one batch; ``rgb`` enables the (RGB-only) channel augmentation."""
+        """Augment one batch; ``rgb`` enables the (RGB-only) channel augmentation.
+
+        Returns B rows, or 2B (``[originals; exchanged copies]``) for an RGB batch with
+        ``rgb_exchange_copy``.
+        """
         g = generator
         x = resize_batch(images, self.height, self.width)
+        copies = self.rgb_exchange_copy and rgb
+        if copies:
+            x = torch.cat([x, x])  # independent crop/flip/erasing draws for the two copies
         B = x.shape[0]
         oy = torch.randint(0, 2 * self.pad + 1, (B,), generator=g)
         ox = torch.randint(0, 2 * self.pad + 1, (B,), generator=g)
@@ -229,11 +324,24 @@ class TrainTransform:
             x = normalize(channel_mix(x.float(), choice))
         else:
             x = normalize(x)
-        if self.random_erasing > 0:
+        if self.random_erasing > 0 and self.erasing_mode == "caj":
+            apply, top, left, h, w = _sample_erasing(
+                B, self.height, self.width, self.random_erasing, g, CAJ_ERASING_TRIES,
+                area_range=CAJ_ERASING_AREA, ratio_range=CAJ_ERASING_RATIO, log_ratio=False,
+                nonempty=False,
+            )
+            erase_rectangles(x, apply, top, left, h, w, CAJ_ERASING_FILL)
+        elif self.random_erasing > 0:
             apply, top, left, h, w = _sample_erasing(
                 B, self.height, self.width, self.random_erasing, g
             )
             erase_rectangles(x, apply, top, left, h, w)
+        # CAJ's channel operations, on the normalised (and erased) values.
+        if copies:
+            half = B // 2
+            x[half:] = channel_mix(x[half:], exchange_choice(half, g))
+        elif self.ir_channel_gray and not rgb:
+            x = channel_mix(x, ir_gray_choice(B, g))
         return _to_nchw(x)
 
 
