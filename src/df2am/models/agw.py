@@ -138,11 +138,11 @@ class NonLocal(nn.Module):
         # The reference forms f = θᵀφ / N (N × N) and y = f g; θ (φᵀ g / N) is the same product.
         context = torch.bmm(phi, g.transpose(1, 2)) / (h * w)  # (B, c, c)
         y = torch.bmm(context.transpose(1, 2), theta).view(b, c, h, w)
-        out = self.out_bn(self.out_conv(y))
-        # Keep the caller's memory format (the rest of the trunk runs channels_last).
         if x.is_contiguous(memory_format=torch.channels_last):
-            out = out.contiguous(memory_format=torch.channels_last)
-        return x + out
+            # With c = 1 the layout of y is ambiguous and W's convolution would answer in
+            # NCHW, costing a copy of the (B, C, H, W) output; ask for channels_last (free).
+            y = y.contiguous(memory_format=torch.channels_last)
+        return x + self.out_bn(self.out_conv(y))
 
 
 def _stage_channels(stage: nn.Sequential) -> int:
