@@ -251,6 +251,63 @@ def _infer_depth(state: Mapping[str, torch.Tensor]) -> int:
     return depth
 
 
+def _place_keys(
+    state: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, str], dict[str, list[str]], list[str]]:
+    """``(mapped, ignored, unplaced)``: df2am key → reference key for every key the
+    reference's forward uses; unused keys by :data:`IGNORED_GROUPS` description; the rest."""
+    mapped: dict[str, str] = {}
+    ignored: dict[str, list[str]] = {desc: [] for desc in IGNORED_GROUPS}
+    unplaced: list[str] = []
+    for key in state:
+        target = _map_key(key)
+        if target is not None:
+            mapped[target] = key
+            continue
+        group = next((d for d, p in IGNORED_GROUPS.items() if p.match(key)), None)
+        if group is not None:
+            ignored[group].append(key)
+        else:
+            unplaced.append(key)
+    return mapped, {d: keys for d, keys in ignored.items() if keys}, unplaced
+
+
+def _check_fit(
+    state: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Tensor],
+    mapped: dict[str, str],
+    unplaced: list[str],
+    network: str,
+) -> list[str]:
+    """The BatchNorm counters to fill with 0; raises a CheckpointError naming every key
+    without a place, every df2am key no reference key fills and every mis-shaped tensor."""
+    extra = sorted(mapped[t] for t in mapped if t not in expected)
+    unplaced = sorted(unplaced + extra)
+    filled = [t for t in expected if t not in mapped and t.endswith("num_batches_tracked")]
+    missing = [t for t in expected if t not in mapped and t not in filled]
+    mis_shaped = [
+        f"{mapped[t]} {tuple(state[mapped[t]].shape)} (df2am {t} {tuple(expected[t].shape)})"
+        for t in expected
+        if t in mapped and state[mapped[t]].shape != expected[t].shape
+    ]
+    problems = []
+    if unplaced:
+        problems.append(
+            f"{len(unplaced)} key(s) that the df2am agw network ({network}) has no place for: "
+            + ", ".join(unplaced)
+        )
+    if missing:
+        problems.append(
+            f"{len(missing)} key(s) missing: "
+            + ", ".join(f"{_reference_key(t)} (for {t})" for t in missing)
+        )
+    if mis_shaped:
+        problems.append(f"{len(mis_shaped)} tensor(s) of the wrong shape: " + ", ".join(mis_shaped))
+    if problems:
+        raise CheckpointError("cannot convert the AGW reference state dict: " + "; ".join(problems))
+    return filled
+
+
 def convert_reference_state_dict(
     state_dict: Mapping[str, torch.Tensor],
 ) -> tuple[dict[str, torch.Tensor], ConversionReport]:
@@ -283,21 +340,7 @@ def convert_reference_state_dict(
         missing = [k for k in ("classifier.weight", "bottleneck.weight") if k not in state]
         raise CheckpointError(f"missing key(s) {', '.join(missing)}; {_LAYOUT_HINT}")
 
-    mapped: dict[str, str] = {}
-    ignored: dict[str, list[str]] = {desc: [] for desc in IGNORED_GROUPS}
-    unplaced: list[str] = []
-    for key in state:
-        target = _map_key(key)
-        if target is not None:
-            mapped[target] = key
-            continue
-        group = next((d for d, p in IGNORED_GROUPS.items() if p.match(key)), None)
-        if group is not None:
-            ignored[group].append(key)
-        else:
-            unplaced.append(key)
-    ignored = {d: keys for d, keys in ignored.items() if keys}
-
+    mapped, ignored, unplaced = _place_keys(state)
     depth = _infer_depth(state)
     non_local = any(k.startswith(("NL_2.", "NL_3.")) for k in state)
     if state["classifier.weight"].dim() != 2:
@@ -311,30 +354,8 @@ def convert_reference_state_dict(
     with torch.device("meta"):
         expected = AGWNet(cfg, num_classes).state_dict()
 
-    extra = sorted(mapped[t] for t in mapped if t not in expected)
-    unplaced = sorted(unplaced + extra)
-    filled = [t for t in expected if t not in mapped and t.endswith("num_batches_tracked")]
-    missing = [t for t in expected if t not in mapped and t not in filled]
-    mis_shaped = [
-        f"{mapped[t]} {tuple(state[mapped[t]].shape)} (df2am {t} {tuple(expected[t].shape)})"
-        for t in expected
-        if t in mapped and state[mapped[t]].shape != expected[t].shape
-    ]
-    problems = []
-    if unplaced:
-        problems.append(
-            f"{len(unplaced)} key(s) that the df2am agw network (ResNet-{depth}, non-local "
-            f"{'on' if non_local else 'off'}) has no place for: {', '.join(unplaced)}"
-        )
-    if missing:
-        problems.append(
-            f"{len(missing)} key(s) missing: "
-            + ", ".join(f"{_reference_key(t)} (for {t})" for t in missing)
-        )
-    if mis_shaped:
-        problems.append(f"{len(mis_shaped)} tensor(s) of the wrong shape: " + ", ".join(mis_shaped))
-    if problems:
-        raise CheckpointError("cannot convert the AGW reference state dict: " + "; ".join(problems))
+    filled = _check_fit(state, expected, mapped, unplaced, f"ResNet-{depth}, non-local "
+                        f"{'on' if non_local else 'off'}")
 
     converted: dict[str, torch.Tensor] = {}
     for t in expected:
@@ -370,18 +391,18 @@ def convert_reference_state_dict(
 
 def _numpy_data_globals() -> list[Any]:
     """numpy's array/scalar/dtype rebuilders: data, not code (the reference saves its
-    ``cmc`` array and ``mAP`` scalar next to the weights). Both module spellings (numpy 1's
-    ``numpy.core`` and numpy 2's ``numpy._core``)."""
+    ``cmc`` array and ``mAP`` scalar next to the weights). The rebuilders are the functions
+    numpy's own pickling names (``ndarray.__reduce__`` / a scalar's), so no private numpy
+    module is imported; files written under numpy 1 name them ``numpy.core.multiarray.*``,
+    allowed as aliases."""
     import numpy as np
 
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray  # type: ignore[no-redef]
-    found: list[Any] = [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype]
+    reconstruct = np.zeros(1).__reduce__()[0]  # numpy(._)core.multiarray._reconstruct
+    scalar = np.float64(0).__reduce__()[0]  # numpy(._)core.multiarray.scalar
+    found: list[Any] = [reconstruct, scalar, np.ndarray, np.dtype]
     found += [
-        (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
-        (multiarray.scalar, "numpy.core.multiarray.scalar"),
+        (reconstruct, "numpy.core.multiarray._reconstruct"),
+        (scalar, "numpy.core.multiarray.scalar"),
     ]
     dtypes = getattr(np, "dtypes", None)
     if dtypes is not None:
