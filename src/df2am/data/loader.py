@@ -176,12 +176,19 @@ class TrainLoader:
     """Iterable of :class:`TrainBatch`; call :meth:`set_epoch` before each epoch."""
 
     def __init__(
-        self, loader: DataLoader, sampler: CrossModalityIdentitySampler, num_classes: int
+        self,
+        loader: DataLoader,
+        sampler: CrossModalityIdentitySampler,
+        num_classes: int,
+        rgb_copies: int = 1,
     ) -> None:
         self.loader = loader
         self.sampler = sampler
         #: Number of training identities (1 + the largest label).
         self.num_classes = num_classes
+        #: Rows of a batch on this process: N*·M* IR and N*·M* RGB images, the RGB ones
+        #: ``rgb_copies`` times (2 with CAJ's exchanged copies, ``data.rgb_exchange_copy``).
+        self.images_per_batch = sampler.num_ids * sampler.num_per_modality * (1 + rgb_copies)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
@@ -261,12 +268,13 @@ def build_train_loader(
         world_size=world_size,
     )
     size = (data_cfg.height, data_cfg.width)
+    transform = TrainTransform.from_config(data_cfg)
     dataset = _TrainDataset(
         _ImageStore(load_images(rgb_recs, root, size, cache_dir)),
         _ImageStore(load_images(ir_recs, root, size, cache_dir)),
         rgb_labels,
         ir_labels,
-        TrainTransform.from_config(data_cfg),
+        transform,
         channels_last,
     )
     workers = int(data_cfg.num_workers)
@@ -286,7 +294,7 @@ def build_train_loader(
         len(sampler.ids),
         len(sampler),
     )
-    return TrainLoader(loader, sampler, num_classes)
+    return TrainLoader(loader, sampler, num_classes, 2 if transform.rgb_exchange_copy else 1)
 
 
 class _TestDataset(Dataset):

@@ -69,9 +69,13 @@ from df2am.models.output import ModelOutput
 __all__ = ["DF2AMLoss", "build_loss"]
 
 
+#: ``loss.triplet_feature`` / ``loss.affinity_feature`` → the ModelOutput field it reads.
+_FEATURE_FIELDS = {"global": "global_feat", "bn_global": "bn_feat"}
+
+
 def _metric_feature(out: ModelOutput, which: str) -> torch.Tensor:
     """The feature a metric term (triplet, L_A) works on: f^g ("global") or BN(f^g)."""
-    return out.bn_feat if which == "bn_global" else out.global_feat
+    return getattr(out, _FEATURE_FIELDS.get(which, "global_feat"))
 
 
 class DF2AMLoss(nn.Module):
@@ -101,6 +105,21 @@ class DF2AMLoss(nn.Module):
                 f"loss.id_mode: expected 'per_modality' or 'joint', got {cfg.id_mode!r}"
             )
         self.cfg = cfg
+
+    @property
+    def used_outputs(self) -> frozenset[str]:
+        """The :class:`~df2am.models.output.ModelOutput` fields the enabled terms read. With
+        :meth:`df2am.models.ReIDNet.unused_parameters` it tells the trainer whether some
+        parameters get no gradient (DDP's ``find_unused_parameters``)."""
+        cfg = self.cfg
+        used: set[str] = set()
+        if cfg.use_baseline:
+            used |= {"logits", _FEATURE_FIELDS.get(cfg.triplet_feature, "global_feat")}
+        if cfg.use_df2:
+            used.add("fused_logits")
+        if cfg.use_affinity:
+            used.add(_FEATURE_FIELDS.get(cfg.affinity_feature, "global_feat"))
+        return frozenset(used)
 
     def extra_repr(self) -> str:
         c = self.cfg

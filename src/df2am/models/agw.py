@@ -60,6 +60,7 @@ The network, piece by piece (what the reference does, and where df2am differs):
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -196,6 +197,12 @@ class AGWNet(ReIDNet):
             test_feature, flip_test). ``cfg.pretrained`` is applied by :func:`build_agw`.
         num_classes: number of training identities.
     """
+
+    OUTPUT_PARAMETERS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "global_feat": ("backbone.",),
+        "bn_feat": ("backbone.", "bnneck."),
+        "logits": ("backbone.", "bnneck.", "classifier."),
+    }
 
     def __init__(self, cfg: ModelConfig, num_classes: int) -> None:
         super().__init__()

@@ -29,15 +29,20 @@ member                 meaning
 ``param_groups``       SGD groups ``backbone`` (× ``backbone_lr_mult``) and ``head``
 ``part_weights``       DF²'s part attention ω̃ (N, P), or None for architectures without parts
 ``check_feature``      the feature name, or a ConfigError naming ``model.test_feature``
+``unused_parameters``  the trainable parameters that the given output fields do not depend
+                       on (a loss's ``used_outputs``): what DDP must be told about
 =====================  =====================================================================
 
-A subclass implements ``forward``, ``test_features`` (and ``part_weights`` when it has parts)
-and sets ``arch``, ``feature_kinds``, ``cfg``, ``num_classes``, ``feat_dim`` and ``backbone``.
+A subclass implements ``forward``, ``test_features`` (and ``part_weights`` when it has parts),
+sets ``arch``, ``feature_kinds``, ``cfg``, ``num_classes``, ``feat_dim`` and ``backbone``, and
+declares :attr:`ReIDNet.OUTPUT_PARAMETERS` (which parameters each output field depends on; a
+test checks the declaration against autograd for every architecture).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +60,10 @@ MODALITIES = ("rgb", "ir")
 class ReIDNet(nn.Module):
     """Base class (and the documented protocol) of every df2am network; see the module
     docstring. Holds no parameters of its own, so subclasses keep their state-dict names."""
+
+    #: ModelOutput field → prefixes of the parameter names it depends on (a field it does not
+    #: produce is absent). :meth:`unused_parameters` reads it.
+    OUTPUT_PARAMETERS: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     arch: str
     feature_kinds: tuple[str, ...]
@@ -85,6 +94,23 @@ class ReIDNet(nn.Module):
         """Old private name of :meth:`test_features` (engine/export.py calls it); new code
         uses :meth:`test_features`."""
         return self.test_features(images, modality, feature)
+
+    def unused_parameters(self, outputs: Iterable[str]) -> list[str]:
+        """Names of the trainable parameters that none of ``outputs`` (ModelOutput fields, e.g.
+        a loss's ``used_outputs``) depends on: they get no gradient, which DDP must be told
+        (``find_unused_parameters``). Empty when every parameter is reached."""
+        outputs = set(outputs)
+        unknown = sorted(outputs - set(self.OUTPUT_PARAMETERS))
+        if unknown:
+            raise ConfigError(
+                f"model.arch={self.arch} has no output {', '.join(unknown)} (it produces "
+                f"{', '.join(sorted(self.OUTPUT_PARAMETERS))}); check the loss settings"
+            )
+        reached = tuple({p for f in outputs for p in self.OUTPUT_PARAMETERS[f]})
+        return [
+            name for name, p in self.named_parameters()
+            if p.requires_grad and not name.startswith(reached)
+        ]
 
     def check_feature(self, feature: str) -> str:
         """``feature`` when this network offers it, else a ConfigError naming

@@ -28,7 +28,7 @@ What each piece implements (method.md, "Network"):
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +57,19 @@ class DF2AMNet(ReIDNet):
             ``cfg.pretrained`` is applied by :func:`build_model`, not here.
         num_classes: number of training identities.
     """
+
+    _DF2_ATTENTION = ("df2.attention.", "df2.omega")
+    OUTPUT_PARAMETERS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "global_feat": ("backbone.",),
+        "bn_feat": ("backbone.", "bnneck."),
+        "logits": ("backbone.", "bnneck.", "classifier."),
+        "part_feat": ("backbone.",),
+        "part_weights": ("backbone.", *_DF2_ATTENTION),
+        "fused_feat": ("backbone.", "bnneck.", *_DF2_ATTENTION),
+        "fused_bn_feat": ("backbone.", "bnneck.", *_DF2_ATTENTION, "df2.bnneck."),
+        "fused_logits": ("backbone.", "bnneck.", *_DF2_ATTENTION, "df2.bnneck.",
+                         "df2.classifier."),
+    }
 
     def __init__(self, cfg: ModelConfig, num_classes: int) -> None:
         super().__init__()

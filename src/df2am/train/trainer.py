@@ -67,7 +67,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -110,6 +110,9 @@ from df2am.train.resume import check_weights, rewrite_epoch_checkpoint
 from df2am.train.rundir import check_path_text, claim_run_dir, resolve_cache_dir, run_status
 from df2am.train.validate import validate
 
+if TYPE_CHECKING:  # the networks import torchvision: not needed at import time
+    from df2am.models import ReIDNet
+
 __all__ = ["TrainResult", "TrainState", "train"]
 
 logger = logging.getLogger(__name__)
@@ -147,7 +150,7 @@ class _TrainStep(nn.Module):
     """Model + loss in one module, so DDP sees the loss graph (needed to find parameters that a
     configuration leaves unused, e.g. the DF² head when ``loss.use_df2=false``)."""
 
-    def __init__(self, model: nn.Module, criterion: nn.Module) -> None:
+    def __init__(self, model: ReIDNet, criterion: nn.Module) -> None:
         super().__init__()
         self.model = model
         self.criterion = criterion
@@ -175,7 +178,7 @@ class _Run:
     cache_dir: str
     loader: Any
     num_classes: int
-    model: nn.Module
+    model: ReIDNet
     step_module: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
@@ -372,7 +375,7 @@ def _build_loader(
 
 def _build_model(
     cfg: Config, num_classes: int, device: torch.device, ctx: DistContext
-) -> tuple[nn.Module, nn.Module]:
+) -> tuple[ReIDNet, nn.Module]:
     """The model and the module that trains it (model + loss, DDP-wrapped under DDP)."""
     from df2am.losses import build_loss
     from df2am.models import build_model
@@ -383,12 +386,17 @@ def _build_model(
     criterion = build_loss(cfg.loss).to(device)
     step_module: nn.Module = _TrainStep(model, criterion)
     if ctx.distributed:
-        # A head that no loss term reaches would stall DDP's gradient reduction.
-        unused = not cfg.loss.use_baseline or (cfg.model.df2_module and not cfg.loss.use_df2)
+        # Parameters that no loss term reaches would stall DDP's gradient reduction: the loss
+        # says which outputs it reads, the model which parameters those depend on.
+        unused = model.unused_parameters(criterion.used_outputs)
+        if unused and ctx.is_main:
+            logger.info("DDP: %d parameter tensors get no gradient with these loss settings "
+                        "(%s%s); find_unused_parameters on", len(unused), ", ".join(unused[:3]),
+                        ", ..." if len(unused) > 3 else "")
         step_module = nn.parallel.DistributedDataParallel(
             step_module,
             device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=unused,
+            find_unused_parameters=bool(unused),
         )
     return model, step_module
 
@@ -437,9 +445,8 @@ def _log_plan(run: _Run) -> None:
     run.iters_per_epoch = len(run.loader)
     if tc.max_iters_per_epoch > 0:
         run.iters_per_epoch = min(run.iters_per_epoch, tc.max_iters_per_epoch)
-    run.imgs_per_iter = (
-        2 * cfg.sampler.num_ids * cfg.sampler.num_per_modality * run.ctx.world_size
-    )
+    # The loader counts its rows (CAJ's exchanged RGB copies included).
+    run.imgs_per_iter = int(run.loader.images_per_batch) * run.ctx.world_size
     run.group_names = [str(g.get("name", i)) for i, g in enumerate(run.optimizer.param_groups)]
     logger.info(
         "training %d epochs x %d iterations (batch %d images on %d process(es)), %s, %s on %s",
@@ -447,7 +454,7 @@ def _log_plan(run: _Run) -> None:
         run.iters_per_epoch,
         run.imgs_per_iter,
         run.ctx.world_size,
-        f"ResNet-{cfg.model.depth}",
+        f"{cfg.model.arch} ResNet-{cfg.model.depth}",
         tc.precision,
         run.device,
     )
@@ -693,7 +700,7 @@ def _finish(run: _Run, state: TrainState, mlog: MetricsLogger) -> TrainResult:
 
 
 def _write_final(
-    model: nn.Module,
+    model: ReIDNet,
     num_classes: int,
     cfg: Config,
     run_dir: Path,

@@ -9,15 +9,17 @@ The same features also give the modality-alignment report
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from df2am.config import Config
 from df2am.data.records import ImageRecord
 from df2am.evaluation import AlignmentReport
+
+if TYPE_CHECKING:  # the networks import torchvision: not needed at import time
+    from df2am.models import ReIDNet
 
 __all__ = ["known_cams", "validate"]
 
@@ -30,7 +32,7 @@ def known_cams(records: list[ImageRecord]) -> np.ndarray | None:
 
 
 def validate(
-    model: nn.Module,
+    model: ReIDNet,
     cfg: Config,
     query: list[ImageRecord],
     gallery: list[ImageRecord],
