@@ -129,7 +129,7 @@ def test_no_df2_module_skips_part_figures(sysu_root: Path, tmp_path: Path, caplo
     recs = sysu_query(sysu_root, "all")[:1]
     with caplog.at_level("INFO"):
         assert part_attention_figure(plain, cfg, sysu_root, recs, tmp_path) is None
-    assert "no DF² module" in caplog.text
+    assert "has no part attention" in caplog.text
     assert not list(tmp_path.glob("parts_*.png"))
 
 

@@ -32,7 +32,7 @@ Each dataset object (:mod:`df2am.data.datasets`) gives the trials, lists and met
 module names none. Every printed table and ``results.json`` states the test feature, flip
 averaging and re-ranking (``eval.rerank``: k-reciprocal, :func:`df2am.evaluation.rerank`).
 
-Features come from :meth:`df2am.models.DF2AMNet.extract` (L2-normalised, fp32), distances and
+Features come from :meth:`df2am.models.ReIDNet.extract` (L2-normalised, fp32), distances and
 metrics from :func:`df2am.evaluation.evaluate_features`, and the trial mean/std from
 :func:`df2am.evaluation.aggregate_trials`.
 """
@@ -45,7 +45,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -70,6 +70,9 @@ from df2am.evaluation import (
     modality_alignment,
     rerank_features,
 )
+
+if TYPE_CHECKING:  # the networks import torchvision: not needed at import time
+    from df2am.models import ReIDNet
 
 __all__ = [
     "EvalReport",
@@ -219,7 +222,7 @@ class EvalReport:
 
 
 def extract_records(
-    model: torch.nn.Module,
+    model: ReIDNet,
     records: Sequence[ImageRecord],
     root: str | Path,
     data_cfg: DataConfig,
@@ -256,7 +259,7 @@ def extract_records(
     )
     chunks: list[torch.Tensor] = []
     for batch in loader:
-        feats = model.extract(  # type: ignore[operator]
+        feats = model.extract(
             batch.to(dev, non_blocking=True), modality, feature=feature, flip=flip
         )
         chunks.append(feats.float().cpu())
@@ -279,7 +282,7 @@ def _ids_cams(records: Sequence[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate_model(
-    model: torch.nn.Module,
+    model: ReIDNet,
     cfg: Config,
     root: str | Path | None = None,
     *,
@@ -304,7 +307,8 @@ def evaluate_model(
     """Evaluate ``model`` with the test protocol of ``cfg.eval`` (overridable per argument).
 
     Args:
-        model: a :class:`~df2am.models.DF2AMNet` (any mode; ``extract`` switches to eval).
+        model: any :class:`~df2am.models.ReIDNet` (any ``model.arch``, any mode; ``extract``
+            switches to eval).
         cfg: the run's config; ``cfg.data`` gives the image size and normalisation,
             ``cfg.eval`` the protocol defaults, ``cfg.data.trial`` the RegDB trial.
         root: dataset root; ``None`` = ``cfg.data.root``.
@@ -331,6 +335,7 @@ def evaluate_model(
         given={"rerank": rerank, "rerank_k1": rerank_k1, "rerank_k2": rerank_k2,
                "rerank_lambda": rerank_lambda},
     )
+    model.check_feature(opts.feature)  # before any work: a feature the architecture lacks
     model.to(opts.device)
     test = _build_split(cfg, opts, mode=mode, sampler=sampler, shots=shots, trials=trials,
                         direction=direction)
@@ -454,7 +459,7 @@ def build_eval_splits(cfg: Config, *, device: str | torch.device = "cpu") -> Eva
 
 
 def _extract_once(
-    model: torch.nn.Module,
+    model: ReIDNet,
     cfg: Config,
     opts: _Options,
     test: EvalSplits,

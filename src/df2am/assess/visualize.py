@@ -26,8 +26,9 @@ What is drawn:
   otherwise; rank and distance are written under it. The full gallery is ranked (no SYSU
   same-camera junk removal).
 * ``parts_<i>.png``: the DF² part weights ω̃ (softmax over the P horizontal parts, unflipped
-  image) as coloured bands over the query image plus a bar chart with the values. Skipped
-  with a logged message when the model has no DF² module.
+  image) as coloured bands over the query image plus a bar chart with the values, from
+  :meth:`~df2am.models.ReIDNet.part_weights`. Skipped with a logged message when the model has
+  no part attention (``model.arch`` agw or baseline, or df2am without the DF² module).
 * ``tsne.png``: a seeded 2-D t-SNE (scikit-learn) of the trial's query + gallery features,
   coloured by modality, a few identities with their own marker; with an untrained model, the
   "before / after" pair side by side.
@@ -44,11 +45,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from df2am.assess.evaluator import extract_records
@@ -59,6 +59,9 @@ from df2am.data.records import ImageRecord
 from df2am.data.transforms import TestTransform
 from df2am.device import resolve_device
 from df2am.errors import ConfigError, DatasetError, Df2amError
+
+if TYPE_CHECKING:  # the networks import torchvision: not needed at import time
+    from df2am.models import ReIDNet
 
 __all__ = [
     "CORRECT_COLOR",
@@ -122,7 +125,7 @@ class VisualizeResult:
 
 
 def load_test_split(
-    model: torch.nn.Module,
+    model: ReIDNet,
     cfg: Config,
     root: str | Path,
     *,
@@ -277,7 +280,7 @@ def _draw_strip(root: Path, entry: dict[str, Any], path: Path, *,
 
 
 def rank_strips(
-    model: torch.nn.Module,
+    model: ReIDNet,
     cfg: Config,
     root: str | Path,
     out_dir: str | Path,
@@ -316,35 +319,27 @@ def rank_strips(
 # --------------------------------------------------------------------------- part attention
 
 
-def part_weights(model: torch.nn.Module, cfg: Config, root: str | Path,
+def part_weights(model: ReIDNet, cfg: Config, root: str | Path,
                  records: Sequence[ImageRecord], *,
                  device: str | torch.device = "cpu") -> torch.Tensor | None:
-    """ω̃ (N, P) of ``records`` (unflipped test images), or None without a DF² module."""
-    df2 = getattr(model, "df2", None)
-    if df2 is None:
-        return None
+    """ω̃ (N, P) of ``records`` (unflipped test images), or None when the model has no part
+    attention (:meth:`~df2am.models.ReIDNet.part_weights`: DF² only; AGW and the L_B network
+    have none)."""
     dev = resolve_device(device, key="device")
     h, w = cfg.data.height, cfg.data.width
     tf = TestTransform(h, w)
     out = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for rec in records:
-                raw = torch.from_numpy(np.array(decode_resize(Path(root) / rec.path, (h, w))[None]))
-                x = tf(raw).to(dev)
-                fmap = model.backbone.forward_single(x, rec.modality)  # type: ignore[union-attr]
-                g = F.adaptive_avg_pool2d(fmap, 1).flatten(1)
-                d = df2(fmap, g, model.bnneck(g))  # type: ignore[operator]
-                out.append(d.part_weights.float().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, df2.num_parts)
+    for rec in records:
+        raw = torch.from_numpy(np.array(decode_resize(Path(root) / rec.path, (h, w))[None]))
+        weights = model.part_weights(tf(raw).to(dev), rec.modality)
+        if weights is None:
+            return None
+        out.append(weights.float().cpu())
+    return torch.cat(out) if out else None
 
 
 def part_attention_figure(
-    model: torch.nn.Module,
+    model: ReIDNet,
     cfg: Config,
     root: str | Path,
     records: Sequence[ImageRecord],
@@ -364,8 +359,8 @@ def part_attention_figure(
 
     weights = part_weights(model, cfg, root, records, device=device)
     if weights is None:
-        logger.info("the model has no DF² module (model.df2_module=false): no part-attention "
-                    "figures")
+        logger.info("the model (model.arch=%s) has no part attention: no part-attention "
+                    "figures", getattr(model, "arch", "?"))
         return None
     names = [str(i) for i in range(len(records))] if names is None else list(names)
     out = Path(out_dir)
@@ -423,13 +418,13 @@ def _tsne(feats: np.ndarray, seed: int) -> np.ndarray:
 
 
 def tsne_figure(
-    model: torch.nn.Module,
+    model: ReIDNet,
     cfg: Config,
     root: str | Path,
     path: str | Path,
     *,
     split: TestSplit | None = None,
-    untrained: torch.nn.Module | None = None,
+    untrained: ReIDNet | None = None,
     num_ids: int = 6,
     seed: int = 0,
     **split_kw: Any,
@@ -500,7 +495,7 @@ def tsne_figure(
     return path, summary
 
 
-def build_untrained(model: torch.nn.Module, cfg: Config, seed: int = 0) -> torch.nn.Module:
+def build_untrained(model: ReIDNet, cfg: Config, seed: int = 0) -> ReIDNet:
     """A freshly initialised network of ``cfg.model`` (``pretrained="none"``: no download)."""
     from df2am.models import build_model
 
@@ -515,7 +510,7 @@ def build_untrained(model: torch.nn.Module, cfg: Config, seed: int = 0) -> torch
 
 
 def visualize(
-    model: torch.nn.Module,
+    model: ReIDNet,
     cfg: Config,
     root: str | Path,
     out_dir: str | Path,
@@ -571,6 +566,7 @@ def visualize(
         "num_gallery": len(split.gallery),
         "top_k": top_k,
         "seed": seed,
+        "arch": getattr(model, "arch", cfg.model.arch),
         "df2": parts is not None,
         "queries": entries,
     }

@@ -36,13 +36,13 @@ import torch
 from PIL import Image
 
 from df2am.assess.evaluator import EvalReport, evaluate_model, write_eval_outputs
-from df2am.config import Config, DataConfig, config_from_dict
+from df2am.config import ARCH_OPTIONS, Config, DataConfig, config_from_dict
 from df2am.data.cache import decode_resize
 from df2am.data.images import display_path, to_rgb
 from df2am.data.transforms import TestTransform
 from df2am.device import resolve_device
 from df2am.errors import CheckpointError, ConfigError, DatasetError
-from df2am.models import DF2AMNet, build_model
+from df2am.models import ReIDNet, build_model
 from df2am.train.checkpoint import MODEL_KEYS, load_checkpoint
 
 __all__ = ["load_model", "extract_features", "search", "evaluate_checkpoint"]
@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 def load_model(
     checkpoint_path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[DF2AMNet, Config]:
+) -> tuple[ReIDNet, Config]:
     """Rebuild the network of a checkpoint and load its weights (strictly): one call.
 
     Works with the trainer's ``model_final.pt`` and ``checkpoints/*.pt`` (keys
@@ -89,14 +89,22 @@ def load_model(
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise CheckpointError(
             f"{path}: the weights do not match the network of its config "
-            f"(ResNet-{cfg.model.depth}, df2_module={cfg.model.df2_module}, "
-            f"num_classes={ckpt['num_classes']}): {exc}"
+            f"({describe_network(cfg, int(ckpt['num_classes']))}): {exc}"
         ) from None
     model.run_config = cfg  # type: ignore[attr-defined]
     model.to(resolve_device(device, key="device"))
     model.eval()
     logger.info("loaded %s (epoch %s)", path, ckpt.get("epoch", "?"))
     return model, cfg
+
+
+def describe_network(cfg: Config, num_classes: int) -> str:
+    """The network a config describes, in the terms of its own architecture, e.g.
+    ``model.arch=agw, ResNet-50, non_local=True, pooling='gem', num_classes=395``."""
+    m = cfg.model
+    own = ", ".join(f"{k}={getattr(m, k)!r}" for k in ARCH_OPTIONS.get(m.arch, ()))
+    return f"model.arch={m.arch}, ResNet-{m.depth}, " + (own + ", " if own else "") + (
+        f"num_classes={num_classes}")
 
 
 def evaluate_checkpoint(
@@ -141,7 +149,7 @@ def _to_uint8(image: str | Path | Image.Image, height: int, width: int) -> np.nd
     return decode_resize(p, (height, width))
 
 
-def _data_cfg(model: torch.nn.Module, cfg: Config | None) -> DataConfig:
+def _data_cfg(model: ReIDNet, cfg: Config | None) -> DataConfig:
     if cfg is not None:
         return cfg.data
     run_cfg: Any = getattr(model, "run_config", None)
@@ -153,7 +161,7 @@ def _data_cfg(model: torch.nn.Module, cfg: Config | None) -> DataConfig:
 
 
 def extract_features(
-    model: torch.nn.Module,
+    model: ReIDNet,
     images: Sequence[str | Path | Image.Image],
     modality: str,
     *,
@@ -166,7 +174,7 @@ def extract_features(
     """L2-normalised fp32 features (N, C), on the CPU, of ``images`` of one modality.
 
     Args:
-        model: a :class:`~df2am.models.DF2AMNet` (e.g. from :func:`load_model`).
+        model: any :class:`~df2am.models.ReIDNet` (e.g. from :func:`load_model`).
         images: file paths or PIL images, in any size/mode (converted to RGB and resized).
         modality: ``"rgb"`` (visible) or ``"ir"`` (infrared/thermal).
         cfg: the run config giving the image size; None = ``model.run_config`` (set by
@@ -192,7 +200,7 @@ def extract_features(
     for start in range(0, len(images), batch_size):
         raw = np.stack([_to_uint8(im, h, w) for im in images[start : start + batch_size]])
         batch = transform(torch.from_numpy(raw))
-        feats = model.extract(batch.to(dev), modality, feature=feature, flip=flip)  # type: ignore[operator]
+        feats = model.extract(batch.to(dev), modality, feature=feature, flip=flip)
         chunks.append(feats.float().cpu())
     if not chunks:
         raise DatasetError("extract_features: the image list is empty")
@@ -200,7 +208,7 @@ def extract_features(
 
 
 def search(
-    model: torch.nn.Module,
+    model: ReIDNet,
     query_images: Sequence[str | Path | Image.Image],
     query_modality: str,
     gallery_images: Sequence[str | Path | Image.Image],

@@ -2,8 +2,9 @@
 
 One ONNX graph holds the inference path of **one modality's stream**: that modality's stem
 (``Conv1`` for ``"rgb"``, ``Conv2`` for ``"ir"``, with its specific stages), the shared trunk,
-the chosen test feature (``fused`` / ``global`` / ``bn_global``), optional flip averaging and
-the L2 normalisation — exactly :meth:`df2am.models.DF2AMNet.extract`::
+the chosen test feature (any the architecture offers: ``fused`` / ``global`` / ``bn_global``
+for DF²AM, ``bn_global`` / ``global`` for AGW), optional flip averaging and the L2
+normalisation — exactly :meth:`df2am.models.ReIDNet.extract`, for any ``model.arch``::
 
     from df2am.deploy.api import load_model
     from df2am.deploy.export import check_parity, export_onnx
@@ -28,9 +29,9 @@ Graph contract:
 * output ``features``: float32 ``(N, C)``, L2-normalised rows (cosine similarity = dot product).
 * ``metadata_props``: ``df2am_version``, ``modality``, ``feature``, ``flip``, ``input_height``,
   ``input_width``, ``input_layout`` (``NCHW``), ``input_range`` (how to get the input),
-  ``mean``, ``std`` (comma-separated), ``feature_dim``, ``opset`` and, when given,
-  ``checkpoint_sha256`` (:func:`checkpoint_fingerprint`) — what a server needs to feed the graph
-  without reading this code.
+  ``mean``, ``std`` (comma-separated), ``arch`` (``model.arch``), ``feature_dim``, ``opset``
+  and, when given, ``checkpoint_sha256`` (:func:`checkpoint_fingerprint`) — what a server
+  needs to feed the graph without reading this code.
 
 Why one graph per modality rather than one graph with a modality input: the stem choice is a
 Python branch; made data-dependent it would export **both** stems plus an ONNX ``If``
@@ -54,7 +55,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +65,9 @@ from df2am import __version__
 from df2am.atomic import atomic_path
 from df2am.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from df2am.errors import CheckpointError, ConfigError, Df2amError
+
+if TYPE_CHECKING:  # the networks import torchvision: not needed at import time
+    from df2am.models import ReIDNet
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -113,14 +117,15 @@ def _require(module: str) -> Any:
 
 
 class InferenceGraph(nn.Module):
-    """``DF2AMNet.extract`` of one modality as a plain ``forward(images)`` (what gets traced).
+    """``ReIDNet.extract`` of one modality as a plain ``forward(images)`` (what gets traced):
+    :meth:`~df2am.models.ReIDNet.test_features`, flip averaging, L2 normalisation.
 
     Flip averaging runs the images and their mirror images as **one** batch of 2N: the graph
     then holds the trunk once (not twice), and one big batch uses the cores better. Eval-mode
     BatchNorm is per-sample, so the features equal ``extract``'s two separate passes.
     """
 
-    def __init__(self, model: nn.Module, modality: str, feature: str, flip: bool) -> None:
+    def __init__(self, model: ReIDNet, modality: str, feature: str, flip: bool) -> None:
         super().__init__()
         self.model = model
         self.modality = modality
@@ -130,14 +135,14 @@ class InferenceGraph(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.flip:
             n = images.shape[0]
-            both = self.model._feature(  # noqa: SLF001 - the exact code path of extract()
+            both = self.model.test_features(  # the code path of extract()
                 torch.cat([images, torch.flip(images, dims=[3])], dim=0),
                 self.modality,
                 self.feature,
             ).float()
             feats = (both[:n] + both[n:]) / 2
         else:
-            feats = self.model._feature(images, self.modality, self.feature).float()  # noqa: SLF001
+            feats = self.model.test_features(images, self.modality, self.feature).float()
         return F.normalize(feats, dim=1)
 
 
@@ -159,18 +164,15 @@ def checkpoint_fingerprint(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def _resolve(model: nn.Module, modality: str, feature: str | None, flip: bool | None):
+def _resolve(model: ReIDNet, modality: str, feature: str | None, flip: bool | None):
     if modality not in _MODALITIES:
         raise ConfigError(f"modality must be 'rgb' or 'ir', got {modality!r}")
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or not hasattr(model, "_feature"):
-        raise ConfigError("export_onnx needs a df2am DF2AMNet (e.g. from load_model)")
-    feature = cfg.test_feature if feature is None else feature
+    if not hasattr(model, "test_features") or getattr(model, "cfg", None) is None:
+        raise ConfigError("export_onnx needs a df2am network (a ReIDNet, e.g. from load_model)")
+    cfg = model.cfg
+    # The architecture's own rule: a feature it does not offer names model.test_feature.
+    feature = model.check_feature(cfg.test_feature if feature is None else feature)
     flip = cfg.flip_test if flip is None else bool(flip)
-    if feature not in ("fused", "global", "bn_global"):
-        raise ConfigError(f"feature must be 'fused', 'global' or 'bn_global', got {feature!r}")
-    if feature == "fused" and getattr(model, "df2", None) is None:
-        raise ConfigError("feature='fused' needs model.df2_module=true; use 'bn_global'")
     return feature, flip
 
 
@@ -232,7 +234,7 @@ def _export(graph: nn.Module, example: torch.Tensor, opset: int, dynamo: bool) -
 
 
 def export_onnx(
-    model: nn.Module,
+    model: ReIDNet,
     out_path: str | os.PathLike[str],
     *,
     modality: str,
@@ -246,7 +248,7 @@ def export_onnx(
     """Export ``model``'s test-feature path for ``modality`` to one self-contained ONNX file.
 
     Args:
-        model: a :class:`~df2am.models.DF2AMNet` (left in the train/eval mode it was in; it is
+        model: any :class:`~df2am.models.ReIDNet` (left in the train/eval mode it was in; it is
             exported in eval mode, on the CPU, in fp32).
         out_path: the ``.onnx`` file to write (parent folders are created); weights are stored
             inside it, not in a side ``.data`` file (a ResNet-50 graph is ≈ 100 MB, far under
@@ -257,7 +259,7 @@ def export_onnx(
             (``part_pooling="strict"``) need the feature-map height fixed anyway.
         opset: ONNX opset version; default 18 (onnxruntime ≥ 1.14). 18 and above go through
             the dynamo exporter, 11–17 through the legacy TorchScript one (see below).
-        feature, flip: as :meth:`~df2am.models.DF2AMNet.extract`; ``None`` = the model config's
+        feature, flip: as :meth:`~df2am.models.ReIDNet.extract`; ``None`` = the model config's
             ``test_feature`` / ``flip_test``. Both are baked into the graph.
         fingerprint: the checkpoint's SHA-256 (:func:`checkpoint_fingerprint`), stored in the
             metadata when given.
@@ -320,7 +322,7 @@ def _stamp(proto: Any, meta: dict[str, str], doc: str) -> None:
     proto.doc_string = doc
 
 
-def _trace(model: nn.Module, modality: str, feature: str, flip: bool, height: int, width: int,
+def _trace(model: ReIDNet, modality: str, feature: str, flip: bool, height: int, width: int,
            opset: int, dynamo: bool) -> Any:
     """The ONNX ModelProto of the fp32 CPU inference graph; ``model`` is restored after."""
     param = next(model.parameters())
@@ -347,7 +349,7 @@ def _trace(model: nn.Module, modality: str, feature: str, flip: bool, height: in
     return proto
 
 
-def _metadata(model: nn.Module, modality: str, feature: str, flip: bool, height: int,
+def _metadata(model: ReIDNet, modality: str, feature: str, flip: bool, height: int,
               width: int, opset: int, dynamo: bool, fingerprint: str | None) -> dict[str, str]:
     """What a runtime needs to feed the graph and to know what it computes."""
     meta = {
@@ -364,8 +366,10 @@ def _metadata(model: nn.Module, modality: str, feature: str, flip: bool, height:
         "(pixel/255 - mean) / std per channel (df2am TestTransform)",
         "mean": ",".join(str(v) for v in IMAGENET_MEAN),
         "std": ",".join(str(v) for v in IMAGENET_STD),
-        # Every test feature (f^g, BN(f^g), BN(f̃)) has the trunk's channel count.
-        "feature_dim": str(int(model.feat_dim)),  # type: ignore[arg-type]
+        "arch": str(getattr(model, "arch", "")),
+        # Every test feature (f^g, BN(f^g), BN(f̃), AGW's pooled / BN(pooled)) has the
+        # trunk's channel count.
+        "feature_dim": str(int(model.feat_dim)),
         "output": "L2-normalised float32 features (N, feature_dim)",
         "opset": str(opset),
         "exporter": f"torch {torch.__version__} " + ("dynamo" if dynamo else "torchscript"),
@@ -403,7 +407,7 @@ def onnx_session(onnx_path: str | os.PathLike[str], threads: int | None = None) 
 
 
 def check_parity(
-    model: nn.Module,
+    model: ReIDNet,
     onnx_path: str | os.PathLike[str],
     *,
     batch_sizes: tuple[int, ...] = (1, 3),
@@ -439,7 +443,7 @@ def check_parity(
         batches = [torch.randn(n, 3, h, w, generator=gen) for n in batch_sizes]
     worst = 0.0
     for x in batches:
-        want = model.extract(x.to(device), modality, feature=feature, flip=flip).cpu()  # type: ignore[operator]
+        want = model.extract(x.to(device), modality, feature=feature, flip=flip).cpu()
         got = torch.from_numpy(sess.run(None, {INPUT_NAME: x.contiguous().numpy()})[0])
         if got.shape != want.shape:
             raise ExportError(

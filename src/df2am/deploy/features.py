@@ -45,7 +45,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -58,6 +58,9 @@ from df2am.data.cache import decode_resize
 from df2am.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TestTransform
 from df2am.device import resolve_device
 from df2am.errors import ConfigError, DatasetError
+
+if TYPE_CHECKING:  # the networks import torchvision: not needed at import time
+    from df2am.models import ReIDNet
 
 __all__ = [
     "FORMAT",
@@ -239,7 +242,7 @@ def _preprocessing(cfg: Config, feature: str | None, flip: bool | None) -> dict[
     }
 
 
-def _weights_sha256(model: torch.nn.Module) -> str:
+def _weights_sha256(model: ReIDNet) -> str:
     """SHA-256 of the state dict (names, dtypes, shapes, bytes) in key order.
 
     Hashing the weights rather than the checkpoint file makes ``model_final.pt`` and a
@@ -254,7 +257,7 @@ def _weights_sha256(model: torch.nn.Module) -> str:
 
 
 def model_fingerprint(
-    model: torch.nn.Module, cfg: Config, *, feature: str | None = None, flip: bool | None = None
+    model: ReIDNet, cfg: Config, *, feature: str | None = None, flip: bool | None = None
 ) -> tuple[str, str, dict[str, Any]]:
     """``(fingerprint, weights_sha256, preprocessing)`` of a model and its test pipeline."""
     weights = _weights_sha256(model)
@@ -290,7 +293,7 @@ def _batches(files: Sequence[Path], size: tuple[int, int], batch_size: int, skip
 
 
 def extract_paths(
-    model: torch.nn.Module, cfg: Config, files: Sequence[Path], modality: str, *,
+    model: ReIDNet, cfg: Config, files: Sequence[Path], modality: str, *,
     batch_size: int = 64, bf16: bool = False, skip_bad: bool = False,
     feature: str | None = None, flip: bool | None = None, progress: bool = True,
 ) -> tuple[np.ndarray, list[int], list[dict[str, str]]]:
@@ -323,11 +326,11 @@ def extract_paths(
     return np.concatenate(chunks), kept, skipped
 
 
-def _forward(model: torch.nn.Module, batch: torch.Tensor, modality: str, feature: str | None,
+def _forward(model: ReIDNet, batch: torch.Tensor, modality: str, feature: str | None,
              flip: bool | None, bf16: bool) -> torch.Tensor:
     """fp32 unit rows of one batch; under bf16 autocast when asked."""
     def run() -> torch.Tensor:
-        return model.extract(batch, modality, feature=feature, flip=flip).float()  # type: ignore[operator]
+        return model.extract(batch, modality, feature=feature, flip=flip).float()
 
     if not bf16:
         return run()

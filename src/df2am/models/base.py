@@ -90,11 +90,6 @@ class ReIDNet(nn.Module):
         return None
 
     # ------------------------------------------------------------------ shared behaviour
-    def _feature(self, images: torch.Tensor, modality: str, feature: str) -> torch.Tensor:
-        """Old private name of :meth:`test_features` (engine/export.py calls it); new code
-        uses :meth:`test_features`."""
-        return self.test_features(images, modality, feature)
-
     def unused_parameters(self, outputs: Iterable[str]) -> list[str]:
         """Names of the trainable parameters that none of ``outputs`` (ModelOutput fields, e.g.
         a loss's ``used_outputs``) depends on: they get no gradient, which DDP must be told
