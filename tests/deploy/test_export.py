@@ -115,6 +115,15 @@ def test_bad_arguments_are_config_errors(model, tmp_path):
         export_onnx(model, tmp_path / "x.onnx", modality="ir", height=H, width=W, opset=9)
 
 
+def test_non_finite_features_fail_the_parity_check(model, graphs):
+    """NaN compares as no difference; a graph (or model) giving NaN must not pass as equal."""
+    x = images(2, 4)
+    x[0, 0, 0, 0] = float("nan")  # both sides turn the first row into NaN
+    with pytest.raises(ExportError, match=r"non-finite features on a batch of 2 \(PyTorch "
+                                          r"\d+, ONNX Runtime \d+ values\)"):
+        check_parity(model, graphs["ir"], images=x)
+
+
 @pytest.mark.parametrize("package", ["onnx", "onnxscript", "onnxruntime"])
 def test_missing_deploy_package_names_the_extra(model, graphs, tmp_path, monkeypatch, package):
     monkeypatch.setitem(sys.modules, package, None)  # makes `import <package>` fail

@@ -427,8 +427,8 @@ def check_parity(
         diff = check_parity(model, "ir.onnx", tolerance=None)   # just measure
 
     Raises:
-        ExportError: the difference exceeds ``tolerance`` (or the graph's output has the
-            wrong shape).
+        ExportError: the difference exceeds ``tolerance``, the graph's output has the wrong
+            shape, or either side gives non-finite features (NaN would compare as equal).
     """
     meta = read_metadata(onnx_path)
     modality, feature = meta["modality"], meta["feature"]
@@ -448,6 +448,13 @@ def check_parity(
         if got.shape != want.shape:
             raise ExportError(
                 f"{onnx_path}: output shape {tuple(got.shape)} != PyTorch {tuple(want.shape)}"
+            )
+        bad_want, bad_got = int((~torch.isfinite(want)).sum()), int((~torch.isfinite(got)).sum())
+        if bad_want or bad_got:
+            # NaN compares as no difference: without this a NaN graph would pass.
+            raise ExportError(
+                f"{onnx_path}: non-finite features on a batch of {x.shape[0]} (PyTorch "
+                f"{bad_want}, ONNX Runtime {bad_got} values); parity cannot be checked"
             )
         diff = float((got - want).abs().max())
         logger.debug("parity batch %d: max abs diff %.3g", x.shape[0], diff)
