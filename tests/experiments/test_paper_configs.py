@@ -53,7 +53,7 @@ def test_spec_dir_holds_exactly_the_paper_specs() -> None:
     assert sorted(p.stem for p in paper_spec_dir().glob("*.yaml")) == sorted(PAPER_SPECS)
 
 
-@pytest.mark.parametrize("name", ["sysu", "regdb", "llcm"])
+@pytest.mark.parametrize("name", ["sysu", "regdb", "llcm", "agw_sysu", "agw_regdb", "caj_sysu"])
 def test_shipped_base_configs_equal_the_repo_configs(name: str) -> None:
     shipped = yaml.safe_load((paper_spec_dir() / "base" / f"{name}.yaml").read_text())
     repo = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())

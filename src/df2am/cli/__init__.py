@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         deploy_commands,
         eval_commands,
         export_commands,
+        import_commands,
         run_commands,
         serve_commands,
         sweep_commands,
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_commands.register(sub)
     sweep_commands.register(sub)
     export_commands.register(sub)
+    import_commands.register(sub)
     deploy_commands.register(sub)
     visualize_commands.register(sub)
     serve_commands.register(sub)

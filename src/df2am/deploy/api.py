@@ -70,11 +70,16 @@ def load_model(
 
     Raises:
         CheckpointError: the file is missing or unreadable, lacks a required key, or its
-            weights do not fit the network its config describes.
+            weights do not fit the network its config describes. A checkpoint of other code
+            that ``df2am import`` can convert (the AGW reference's) is named as such, with
+            the command that converts it.
     """
     path = Path(checkpoint_path)
-    # Raises CheckpointError naming the file for a missing/unreadable file or a missing key.
-    ckpt = load_checkpoint(path, map_location="cpu", required=MODEL_KEYS)
+    try:
+        # Raises CheckpointError naming the file for a missing/unreadable file or a missing key.
+        ckpt = load_checkpoint(path, map_location="cpu", required=MODEL_KEYS)
+    except CheckpointError as exc:
+        raise CheckpointError(str(exc) + _import_hint(path)) from None
     try:
         cfg = config_from_dict(ckpt["config"], source=f"{path} [config]")
     except ConfigError as exc:
@@ -96,6 +101,17 @@ def load_model(
     model.eval()
     logger.info("loaded %s (epoch %s)", path, ckpt.get("epoch", "?"))
     return model, cfg
+
+
+def _import_hint(path: Path) -> str:
+    """For a checkpoint of other code that ``df2am import`` converts: how to convert it."""
+    from df2am.deploy.importer import SOURCES, foreign_format
+
+    found = foreign_format(path) if path.is_file() else None
+    if found is None:
+        return ""
+    return (f"; it is a checkpoint of the {SOURCES[found].title}: convert it once with "
+            f"`df2am import {path} --from {found} --out model.pt`, then use model.pt")
 
 
 def describe_network(cfg: Config, num_classes: int) -> str:
