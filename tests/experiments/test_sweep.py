@@ -313,6 +313,44 @@ def test_bad_specs(tmp_path: Path, patch: dict, match: str) -> None:
         load_spec(_write_spec(tmp_path, spec))
 
 
+def test_a_run_on_its_own_base_config(tmp_path: Path) -> None:
+    """``name: {base: FILE, overrides: [...]}``: another recipe in the same table."""
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({"model": {"depth": 34},
+                                                         "train": {"epochs": 3}}))
+    spec = {**SPEC, "runs": {"a": ["loss.use_affinity=false"],
+                             "b": {"base": "other.yaml", "overrides": ["model.num_parts=2"]}}}
+    spec_path = _write_spec(tmp_path, spec)
+    loaded = load_spec(spec_path)
+    assert loaded.run("a").base is None and loaded.base_of(loaded.run("a")).name == "base.yaml"
+    assert loaded.base_of(loaded.run("b")) == (tmp_path / "other.yaml").resolve()
+    cfg = resolve_run(loaded, "b")
+    assert (cfg.model.depth, cfg.train.epochs, cfg.model.num_parts) == (34, 3, 2)
+    out = tmp_path / "out"
+    runner = FakeRunner()
+    report = run_sweep(spec_path, out, root="/d", runner=runner)
+    b_train = next(c for c in _trains(runner.calls) if c[-1] == str(out.resolve() / "b"))
+    assert b_train[b_train.index("train") + 1] == str((tmp_path / "other.yaml").resolve())
+    assert report.to_dict()["runs"]["b"]["base"] == str((tmp_path / "other.yaml").resolve())
+    assert report.to_dict()["runs"]["b"]["config"]["model.depth"] == 34
+    # A run without overrides may omit them; a wrong key or file is named.
+    spec["runs"] = {"b": {"base": "other.yaml"}}
+    assert load_spec(_write_spec(tmp_path, {**spec, "table": None})).run("b").overrides == ()
+    for runs, match in (({"b": {"base": "nope.yaml"}}, r"runs\.b\.base.*not found"),
+                        ({"b": {"bas": "other.yaml"}}, r"runs\.b: unknown keys \['bas'\]"),
+                        ({"b": {"overrides": []}}, r"runs\.b\.base: required")):
+        with pytest.raises(SweepError, match=match):
+            load_spec(_write_spec(tmp_path, {**SPEC, "runs": runs, "table": None}))
+
+
+def test_trials_are_checked_against_every_run_base(tmp_path: Path) -> None:
+    (tmp_path / "sysu.yaml").write_text(yaml.safe_dump({"data": {"dataset": "sysu"}}))
+    spec = {**SPEC, "overrides": [], "trials": [1, 2], "table": None,
+            "runs": {"a": [], "b": {"base": "sysu.yaml"}}}
+    base = {"data": {"dataset": "regdb"}}
+    with pytest.raises(SweepError, match=r"SYSU-MM01, sysu\.yaml: one model for all trials"):
+        load_spec(_write_spec(tmp_path, spec, base))
+
+
 def test_bad_override_names_the_run(tmp_path: Path) -> None:
     spec = {**SPEC, "runs": {"a": ["loss.no_such_key=1"]}, "table": None}
     with pytest.raises(SweepError, match=r"run 'a'.*loss.no_such_key"):

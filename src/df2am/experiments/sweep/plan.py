@@ -44,7 +44,8 @@ def _run_overrides(
 def resolve_run(
     spec: SweepSpec, run: RunSpec | str, extra: Sequence[str] = (), trial: int | None = None
 ) -> Config:
-    """The full config of one run (one trial): ``load_config(base, overrides)``.
+    """The full config of one run (one trial): ``load_config(base, overrides)`` with the run's
+    own base config when it has one (:meth:`SweepSpec.base_of`).
 
     Raises:
         SweepError: the run's overrides are rejected by the config (message names the run).
@@ -52,7 +53,7 @@ def resolve_run(
     if isinstance(run, str):
         run = spec.run(run)
     try:
-        return load_config(spec.base, _run_overrides(spec, run, extra, trial))
+        return load_config(spec.base_of(run), _run_overrides(spec, run, extra, trial))
     except ConfigError as exc:
         raise SweepError(f"{spec.path}: run {run.name!r}: {exc}") from None
 
@@ -227,8 +228,8 @@ def plan_sweep(
             overrides = _run_overrides(spec, run, extra, trial)
             train_argv: list[str] | None = None
             if status == "empty":
-                train_argv = [*launch, "-m", "df2am.cli", "train", str(spec.base), *overrides,
-                              "--out", str(unit_dir)]
+                train_argv = [*launch, "-m", "df2am.cli", "train", str(spec.base_of(run)),
+                              *overrides, "--out", str(unit_dir)]
             elif status == "partial":
                 # The run's own config.yaml is authoritative on --resume: pass only the keys
                 # that say where it runs (the trainer rejects any other change).

@@ -65,6 +65,7 @@ class SweepReport:
             "runs": {
                 run.name: {
                     "group": run.group,
+                    "base": str(self.spec.base_of(run)),
                     "overrides": list(run.overrides),
                     "config": self.values.get(run.name, {}),
                     "results": self.results.get(run.name, {}),
@@ -111,17 +112,23 @@ def _tricks(report: SweepReport, ev: EvalSpec) -> str:
             return ev.options[key]
         return report.values.get(run, {}).get(EVAL_OPTIONS[key], default)
 
-    seen = set()
+    def describe(flip: bool, rr: bool, params: tuple | None) -> str:
+        text = "on (k1={}, k2={}, λ={})".format(*params) if rr and params else "off"
+        return f"flip averaging {'on' if flip else 'off'}, re-ranking {text}"
+
+    runs_by: dict[str, list[str]] = {}  # description → runs, in spec order
     for run in report.spec.runs:
         rr = value(run.name, "rerank", False)
         params = tuple(value(run.name, k, d) for k, d in
                        (("rerank_k1", 20), ("rerank_k2", 6), ("rerank_lambda", 0.3)))
-        seen.add((bool(value(run.name, "flip", False)), bool(rr), params if rr else None))
-    if len(seen) != 1:
-        return "flip averaging and re-ranking differ between runs (see each run's results.json)"
-    flip, rr, params = seen.pop()
-    text = "on (k1={}, k2={}, λ={})".format(*params) if rr and params else "off"
-    return f"flip averaging {'on' if flip else 'off'}, re-ranking {text}"
+        text = describe(bool(value(run.name, "flip", False)), bool(rr), params if rr else None)
+        runs_by.setdefault(text, []).append(report.spec.table.labels.get(run.name, run.name)
+                                            if report.spec.table else run.name)
+    if len(runs_by) == 1:
+        return next(iter(runs_by))
+    # Each method tested its own way (e.g. CAJ flips): say which run did what.
+    return "differs between runs — " + "; ".join(
+        f"{', '.join(names)}: {text}" for text, names in runs_by.items())
 
 
 def render_markdown(report: SweepReport) -> str:

@@ -74,11 +74,14 @@ class SweepError(Df2amError):
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One row of a table / point of a figure: ``overrides`` on top of the spec's."""
+    """One row of a table / point of a figure: ``overrides`` on top of the spec's, on the
+    run's own ``base`` config when it has one (another method's recipe, e.g. AGW's), else on
+    the spec's."""
 
     name: str
     group: str
     overrides: tuple[str, ...]
+    base: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,10 @@ class SweepSpec:
     def group(self, name: str) -> list[RunSpec]:
         return [r for r in self.runs if r.group == name]
 
+    def base_of(self, run: RunSpec) -> Path:
+        """The base config a run is resolved on: its own, else the spec's."""
+        return run.base or self.base
+
 
 def paper_spec_dir() -> Path:
     """The folder of the shipped paper specs (package data: ``df2am/configs/paper``)."""
@@ -215,12 +222,24 @@ def _str_list(value: Any, where: str) -> list[str]:
     return list(value)
 
 
-def _parse_runs(data: Any, group: str, where: str) -> list[RunSpec]:
+def _parse_runs(data: Any, group: str, where: str, spec_dir: Path) -> list[RunSpec]:
+    """``name: [overrides]``, or ``name: {base: FILE, overrides: [...]}`` for a run on its own
+    base config (relative to the spec file)."""
     _expect(isinstance(data, dict) and bool(data), where, "expected a mapping run name → overrides")
-    return [
-        RunSpec(str(name), group, tuple(_str_list(ov or [], f"{where}.{name}")))
-        for name, ov in data.items()
-    ]
+    runs = []
+    for name, value in data.items():
+        w = f"{where}.{name}"
+        base = None
+        if isinstance(value, dict):
+            unknown = set(value) - {"base", "overrides"}
+            _expect(not unknown, w, f"unknown keys {sorted(unknown)} (expected base, overrides)")
+            _expect(isinstance(value.get("base"), str) and bool(value.get("base")), f"{w}.base",
+                    "required in the mapping form (a config file relative to the spec)")
+            base = (spec_dir / value["base"]).resolve()
+            _expect(base.is_file(), f"{w}.base", f"base config {base} not found")
+            value = value.get("overrides")
+        runs.append(RunSpec(str(name), group, tuple(_str_list(value or [], w)), base))
+    return runs
 
 
 def _parse_grid(data: Any, template: Any, group: str, where: str) -> list[RunSpec]:
@@ -248,14 +267,14 @@ def _parse_grid(data: Any, template: Any, group: str, where: str) -> list[RunSpe
     return runs
 
 
-def _parse_group(name: str, data: Any, where: str) -> list[RunSpec]:
+def _parse_group(name: str, data: Any, where: str, spec_dir: Path) -> list[RunSpec]:
     _expect(isinstance(data, dict), where, "expected a mapping with 'runs' and/or 'grid'")
     unknown = set(data) - {"runs", "grid", "name"}
     _expect(not unknown, where, f"unknown keys {sorted(unknown)} (expected runs, grid, name)")
     _expect("runs" in data or "grid" in data, where, "needs 'runs' or 'grid'")
     runs: list[RunSpec] = []
     if "runs" in data:
-        runs += _parse_runs(data["runs"], name, f"{where}.runs")
+        runs += _parse_runs(data["runs"], name, f"{where}.runs", spec_dir)
     if "grid" in data:
         runs += _parse_grid(data["grid"], data.get("name"), name, f"{where}.grid")
     return runs
@@ -388,11 +407,11 @@ def load_spec(path: str | Path) -> SweepSpec:
 
     runs: list[RunSpec] = []
     if "runs" in data:
-        runs += _parse_runs(data["runs"], "runs", f"{p}: runs")
+        runs += _parse_runs(data["runs"], "runs", f"{p}: runs", p.parent)
     if "grid" in data:
         runs += _parse_grid(data["grid"], None, "grid", f"{p}: grid")
     for gname, gdata in (data.get("groups") or {}).items():
-        runs += _parse_group(str(gname), gdata, f"{p}: groups.{gname}")
+        runs += _parse_group(str(gname), gdata, f"{p}: groups.{gname}", p.parent)
     _expect(bool(runs), str(p), "defines no runs (give runs, grid or groups)")
     seen: set[str] = set()
     for run in runs:
@@ -406,14 +425,16 @@ def load_spec(path: str | Path) -> SweepSpec:
             and all(isinstance(t, int) and not isinstance(t, bool) for t in trials),
             f"{p}: trials", f"expected distinct trial numbers, got {trials!r}")
     if trials:
-        # The dataset of the base + spec overrides (run overrides do not change the dataset).
+        # The dataset of each base + spec overrides (run overrides do not change the dataset).
         spec_overrides = _str_list(data.get("overrides") or [], f"{p}: overrides")
-        ds = get_dataset(load_config(base, spec_overrides).data.dataset)
-        _expect(ds.trial_per_model and all(t in ds.trials for t in trials), f"{p}: trials",
-                f"one model per trial needs a dataset with a training split per trial and its "
-                f"trial numbers ({ds.title}: "
-                + (ds.trial_rule if ds.trial_per_model else "one model for all trials")
-                + f"), got {trials!r}")
+        for run_base in sorted({base, *(r.base for r in runs if r.base is not None)}):
+            ds = get_dataset(load_config(run_base, spec_overrides).data.dataset)
+            _expect(ds.trial_per_model and all(t in ds.trials for t in trials), f"{p}: trials",
+                    f"one model per trial needs a dataset with a training split per trial and "
+                    f"its trial numbers ({ds.title}"
+                    + ("" if run_base == base else f", {run_base.name}") + ": "
+                    + (ds.trial_rule if ds.trial_per_model else "one model for all trials")
+                    + f"), got {trials!r}")
 
     spec = SweepSpec(
         path=p.resolve(),
