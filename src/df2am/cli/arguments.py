@@ -31,6 +31,13 @@ def overrides_anywhere(parser: argparse.ArgumentParser, dest: str = "overrides")
     parser.positional_dest = dest  # type: ignore[attr-defined]
 
 
+def feature_choices() -> list[str]:
+    """Every architecture's test features (``model.test_feature``); the model checks its own."""
+    from df2am.config import ARCH_FEATURES
+
+    return sorted({f for features in ARCH_FEATURES.values() for f in features})
+
+
 def option_choices(option: str) -> list:
     """Every dataset's values of one protocol option (the evaluator checks the dataset's)."""
     from df2am.data.datasets import DATASETS

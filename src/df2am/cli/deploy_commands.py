@@ -205,7 +205,7 @@ def _run_search(args: argparse.Namespace) -> int:
                             f"the queries (checkpoint {args.checkpoint})")
     if args.modality == index.meta["modality"]:
         logger.warning("query modality %s = gallery modality: a same-modality search; "
-                       "DF²AM is trained for cross-modality (IR ↔ RGB)", args.modality)
+                       "the model is trained for cross-modality (IR ↔ RGB)", args.modality)
     feats, _, _ = extract_paths(model, cfg, args.query, args.modality,
                                 batch_size=args.batch_size, progress=False)
     rows, dist = index.search(feats, args.top_k)

@@ -14,7 +14,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from df2am.cli.arguments import option_choices
+from df2am.cli.arguments import feature_choices, option_choices
 from df2am.errors import CheckpointError, DatasetError
 
 logger = logging.getLogger(__name__)
@@ -75,8 +75,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--feature",
-        choices=["fused", "global", "bn_global"],
-        help="test feature (default model.test_feature)",
+        choices=feature_choices(),
+        help="test feature (default model.test_feature; which exist depends on model.arch)",
     )
     p.add_argument(
         "--diagnose",

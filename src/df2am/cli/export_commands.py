@@ -18,6 +18,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from df2am.cli.arguments import feature_choices
 from df2am.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -54,8 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--feature",
-        choices=["fused", "global", "bn_global"],
-        help="test feature (default model.test_feature)",
+        choices=feature_choices(),
+        help="test feature (default model.test_feature; which exist depends on model.arch)",
     )
     p.add_argument(
         "--flip",

@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model (paper recipe); resume; RegDB trials",
         description=(
-            "Train DF²AM with the recipe of CONFIG. Extra arguments key=value override config "
+            "Train the model of CONFIG (model.arch: df2am, baseline, agw) with its recipe. Extra "
+            "arguments key=value override config "
             "keys (e.g. data.root=/data/SYSU-MM01 optim.lr=0.05). The run directory receives "
             "config.yaml, metrics.jsonl, tb/, checkpoints/, model_final.pt and results.json. "
             "Works unchanged under torchrun --nproc_per_node=K (DDP)."

@@ -34,11 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "visualize",
-        help="draw ranked-list strips, DF² part attention and a t-SNE of a checkpoint",
+        help="draw ranked-list strips, part attention (DF²) and a t-SNE of a checkpoint",
         description=(
             "For queries of one trial's test split, write rank_<i>.png (the query and its "
             "top-k gallery images by cosine distance 1 - q·g, correct matches framed green, "
-            "wrong red), parts_<i>.png (the DF² part weights; skipped without a DF² module), "
+            "wrong red), parts_<i>.png (the DF² part weights; skipped for architectures without "
+            "part attention: agw, baseline), "
             "optionally tsne.png, and visualize.json listing everything drawn."
         ),
     )
