@@ -15,8 +15,10 @@ A checkpoint is one ``torch.save`` dict (format version :data:`FORMAT_VERSION`) 
 ``scaler``          ``GradScaler.state_dict()`` for fp16 training, else None
 =================  ========================================================================
 
-Optional keys a reader must tolerate: ``val`` (validation metrics of that epoch) and
-``selected_by`` (``"last_epoch"`` or ``"validation"``, on ``model_final.pt``).
+Optional keys a reader must tolerate: ``val`` (validation metrics of that epoch),
+``selected_by`` (``"last_epoch"`` or ``"validation"``, on ``model_final.pt``; ``"imported"`` on
+a file ``df2am import`` wrote) and ``imported`` (that file's record of its source:
+:mod:`df2am.deploy.importer`).
 
 Every value is a tensor, a plain Python container or a scalar, so the files load with
 ``torch.load(weights_only=True)``; NumPy RNG state is stored as a tensor for that reason.
