@@ -259,12 +259,21 @@ def test_index_search_and_serve(nl_gem, tmp_path, capsys) -> None:
     (hit, *_) = json.loads((tmp_path / "hits.json").read_text())["results"][0]["matches"]
     assert hit["path"] == probe.relative_to(gallery).as_posix() and hit["distance"] < 1e-4
 
-    client = TestClient(create_app(index=tmp_path / "idx", checkpoint=ckpt))
+    # The search page, and the run browser of an evaluation of the imported file.
+    assert main(["eval", ckpt, "--root", str(root), "--trials", "1", "--out",
+                 str(tmp_path / "ev"), "--device", "cpu"]) == 0
+    client = TestClient(create_app(index=tmp_path / "idx", checkpoint=ckpt, run=tmp_path / "ev",
+                                   root=root))
     r = client.post("/api/search", files={"file": ("q.jpg", probe.read_bytes(), "image/jpeg")},
                     data={"modality": "rgb", "limit": "3"})
     assert r.status_code == 200, r.text
     first = r.json()["results"][0]
     assert first["path"] == probe.relative_to(gallery).as_posix() and first["distance"] < 1e-4
+    run = client.get("/api/run").json()
+    results = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert run["ranked"] and run["rank1_recomputed"] == pytest.approx(results["rank1"])
+    queries = client.get("/api/run/queries", params={"limit": 200, "k": 3}).json()
+    assert queries["total"] == results["protocol"]["num_query"]
 
 
 def test_export_onnx_with_parity(nl_gem, tmp_path, capsys) -> None:
