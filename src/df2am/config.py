@@ -233,9 +233,11 @@ class TrainConfig:
     deterministic: bool = False
     #: Evaluate the reported model on the test protocol (``cfg.eval``) at the end of training.
     final_eval: bool = True
-    #: Stop when a step's loss exceeds this factor × the running median of recent step losses
-    #: (0 = off; a non-finite loss always stops); >= 0.
-    divergence_factor: float = 0.0
+    #: Stop when a step's loss exceeds this factor × the median of the run's first steps or ×
+    #: the running median of recent step losses (0 = off; a non-finite loss always stops);
+    #: >= 0. 1000 by default: divergence grows the loss by orders of magnitude, training never
+    #: does (df2am.train.divergence).
+    divergence_factor: float = 1000.0
 
 
 @dataclass

@@ -269,6 +269,64 @@ def test_exploding_loss_over_running_median(tiny_root, tmp_path, monkeypatch):
         trainer.train(_cfg(tiny_root, *extra), tmp_path / "run")
 
 
+@pytest.mark.parametrize("optim", ["adam", "sgd"])
+def test_absurd_learning_rate_stops_by_default(optim, tiny_root, tmp_path):
+    """optim.lr=1e6 with the default guard (issue 21): stopped with epoch, step and lr, and
+    nothing of it written (no last.pt, no model_final.pt)."""
+    cfg = _cfg(tiny_root, f"optim.name={optim}", "optim.lr=1e6", "optim.warmup_epochs=0",
+               "train.max_iters_per_epoch=4", "train.log_every=2")
+    assert cfg.train.divergence_factor == divergence.DEFAULT_DIVERGENCE_FACTOR == 1000
+    with pytest.raises(TrainingDivergedError,
+                       match=r"epoch 1, step \d/4: the loss .*(became|exceeds train\."
+                             r"divergence_factor=1000 x the median of the run's first).*"
+                             r"current lr: .*1e\+06.*optim.lr=1e\+06"):
+        trainer.train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run/checkpoints/last.pt").exists()
+    assert not (tmp_path / "run/model_final.pt").exists()
+    (rec,) = read_metrics(tmp_path / "run", "diverged")
+    assert rec["epoch"] == 1 and rec["iter"] >= 2
+
+
+def test_guard_off_with_factor_zero_and_quiet_on_tiny_runs(tiny_root, tmp_path, monkeypatch):
+    """divergence_factor=0 still turns the comparison off (a 1e6× jump passes); the default
+    guard never stops a sound tiny run (every tiny run of the suite trains with it, too)."""
+    real = trainer._train_step
+    calls = {"n": 0}
+
+    def jump(run, batch):
+        total, parts = real(run, batch)
+        calls["n"] += 1
+        return total * (1.0 if calls["n"] < 3 else 1e6), parts
+
+    monkeypatch.setattr(trainer, "_train_step", jump)
+    trainer.train(_cfg(tiny_root, "train.divergence_factor=0", "train.max_iters_per_epoch=4"),
+                  tmp_path / "off")
+    assert (tmp_path / "off/checkpoints/last.pt").is_file()
+    monkeypatch.setattr(trainer, "_train_step", real)
+    trainer.train(_cfg(tiny_root, "train.max_iters_per_epoch=4", "train.epochs=2"),
+                  tmp_path / "on")
+    assert (tmp_path / "on/model_final.pt").is_file()
+    assert not read_metrics(tmp_path / "on", "diverged")
+
+
+def test_loss_history_judges_against_the_first_steps():
+    h = divergence.LossHistory()
+    assert h.judge(5.0, 1000) is None  # nothing to compare with yet
+    h.append(5.0)
+    assert h.judge(4000.0, 1000) is None  # 800×: a bad step, not divergence
+    assert "first 1 step losses 5" in h.judge(5001.0, 1000)
+    assert h.judge(float("inf"), 0) == "the loss became inf"
+    assert h.judge(1e30, 0) is None  # factor 0: off
+    for _ in range(19):
+        h.append(5.0)
+    for _ in range(200):
+        h.append(0.01)  # training lowers the loss: the running median follows, the early one
+    assert len(h.early) == divergence.DIVERGENCE_EARLY_STEPS  # stays the first 20
+    assert "running median 0.01" in h.judge(15.0, 1000)  # 1500× now, 3× the first steps
+    zero = divergence.LossHistory(early=[0.0])
+    assert zero.judge(1.0, 1000) is None  # no growth factor from a zero reference
+
+
 def test_non_finite_weights_are_never_checkpointed(tiny_root, tmp_path, monkeypatch):
     real = trainer._train_step
 

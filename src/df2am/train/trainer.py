@@ -55,16 +55,20 @@ fast-reid's trainer does; what the phases share is one ``_Run`` (fixed) and one
   sampler); rank 0 alone writes logs/checkpoints and runs validation and the final test
   evaluation on its full model copy (features are not sharded across ranks: evaluation is a
   small share of the time). At the end every rank takes rank 0's BN statistics and the ranks'
-  weight digests are compared (a ``ddp_check`` record).
+  weight digests are compared (a ``ddp_check`` record). What rank 0 does alone (the run lock,
+  the fresh/resume checks, the test-split check, the image cache, validation, checkpoints, the
+  final test) runs inside :func:`~df2am.train.distributed.main_decides`: a refusal there stops
+  every rank with the same message instead of leaving the others at a barrier. The divergence
+  check reads the step losses averaged over the ranks, so every rank stops at the same step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,10 +96,12 @@ from df2am.train.distributed import (
     env_world,
     gather_objects,
     init_distributed,
+    main_decides,
+    mean_over_ranks,
     shutdown,
     state_digest,
 )
-from df2am.train.divergence import DIVERGENCE_WINDOW, check_divergence, check_finite_weights
+from df2am.train.divergence import LossHistory, check_divergence, check_finite_weights
 from df2am.train.final_test import check_test_split, run_final_test
 from df2am.train.metrics_log import MetricsLogger
 from df2am.train.optim import build_optimizer, build_scheduler
@@ -186,7 +192,7 @@ class _Run:
     iters_per_epoch: int = 0
     imgs_per_iter: int = 0
     group_names: list[str] = field(default_factory=list)
-    recent_losses: deque[float] = field(default_factory=lambda: deque(maxlen=DIVERGENCE_WINDOW))
+    losses: LossHistory = field(default_factory=LossHistory)
 
     @property
     def ckpt_dir(self) -> Path:
@@ -267,13 +273,15 @@ def train(
     cfg.train.precision = precision
     ctx = init_distributed(device.type)
     try:
-        with claim_run_dir(cfg, run_dir, resume, requested=requested, extend=extend,
-                           main=ctx.is_main) as notes:
+        with contextlib.ExitStack() as held:
+            # The lock and the fresh/resume checks are rank 0's; a refusal stops every rank.
+            with main_decides(ctx):
+                notes = held.enter_context(claim_run_dir(
+                    cfg, run_dir, resume, requested=requested, extend=extend, main=ctx.is_main))
             if ctx.is_main:
                 logger.info("precision: %s", reason)
                 notes.insert(0, {"event": "precision", "requested": requested,
                                  "precision": precision, "reason": reason})
-            barrier(ctx)
             return _train(cfg, run_dir, resume, device, ctx, notes)
     finally:
         shutdown(ctx)
@@ -331,8 +339,9 @@ def _build(cfg: Config, run_dir: Path, device: torch.device, ctx: DistContext) -
     if not cfg.data.root:
         raise ConfigError("data.root is empty: give the dataset folder, e.g. data.root=/data/SYSU")
     records = train_records(cfg.data.dataset, cfg.data.root, trial=cfg.data.trial)
-    if cfg.train.final_eval and ctx.is_main:
-        check_test_split(cfg, records, device)
+    with main_decides(ctx):  # a missing test split or shared ids stop every rank
+        if cfg.train.final_eval and ctx.is_main:
+            check_test_split(cfg, records, device)
     records, val_query, val_gallery = split_validation(records, cfg.train.val_ids)
     cache_dir = resolve_cache_dir(cfg, run_dir)
     loader = _build_loader(cfg, records, cache_dir, ctx)
@@ -368,8 +377,8 @@ def _build_loader(
         )
 
     # Rank 0 builds the decoded-image cache first; the other ranks then only open it.
-    loader = make_loader() if ctx.is_main else None
-    barrier(ctx)
+    with main_decides(ctx):  # an unreadable image on rank 0 stops every rank
+        loader = make_loader() if ctx.is_main else None
     return make_loader() if loader is None else loader
 
 
@@ -433,9 +442,10 @@ def _restore(run: _Run, ckpt: dict[str, Any] | None, resume: bool) -> TrainState
     state.val_history = list(ckpt.get("val_history") or [])
     state.history = list(ckpt.get("history") or [])
     logger.info("resuming %s after epoch %d", run.run_dir, state.start_epoch)
-    if run.ctx.is_main:
-        rewrite_epoch_checkpoint(ckpt, ckpt_dir=run.ckpt_dir, last_path=run.last_path,
-                                 checkpoint_every=run.cfg.train.checkpoint_every)
+    with main_decides(run.ctx):
+        if run.ctx.is_main:
+            rewrite_epoch_checkpoint(ckpt, ckpt_dir=run.ckpt_dir, last_path=run.last_path,
+                                     checkpoint_every=run.cfg.train.checkpoint_every)
     return state
 
 
@@ -567,8 +577,11 @@ def _log_window(
 ) -> tuple[float, float]:
     """The ``train`` record of one log window (the window's one host sync: its per-step
     losses, which the divergence check reads); (loss, img/s)."""
-    steps = torch.stack(window.steps).tolist() if window.steps else [window.total.item()]
-    check_divergence(run.recent_losses, steps, cfg=run.cfg, mlog=mlog, epoch=epoch,
+    # Under DDP every rank judges the same numbers (the mean over ranks, folded into this one
+    # sync), so a divergence stops all ranks at the same step instead of leaving some waiting.
+    stacked = torch.stack(window.steps) if window.steps else window.total.reshape(1)
+    steps = mean_over_ranks(stacked, run.ctx).tolist()
+    check_divergence(run.losses, steps, cfg=run.cfg, mlog=mlog, epoch=epoch,
                      first_it=it - len(steps) + 1, iters=run.iters_per_epoch, lrs=lrs,
                      last_path=run.last_path)
     loss = math.fsum(steps) / window.n
@@ -621,8 +634,15 @@ def _validate_epoch(run: _Run, state: TrainState, mlog: MetricsLogger) -> None:
     state.improved = False
     every = tc.eval_every > 0 and done % tc.eval_every == 0
     due = tc.val_ids > 0 and (every or done == tc.epochs)
-    if not due or not run.ctx.is_main:
+    if not due:
         return
+    with main_decides(run.ctx):
+        if run.ctx.is_main:
+            _validate_main(run, state, mlog, done)
+
+
+def _validate_main(run: _Run, state: TrainState, mlog: MetricsLogger, done: int) -> None:
+    """Rank 0's validation after epoch ``done``: the record, the log line, ``best``."""
     metrics, align = validate(
         run.model, run.cfg, run.val_query, run.val_gallery, device=run.device,
         cache_dir=run.cache_dir,
@@ -646,28 +666,32 @@ def _checkpoint(run: _Run, state: TrainState) -> None:
     ``train.checkpoint_every`` epochs and after the last, ``best.pt`` on a better validation."""
     # Every rank's RNG state, so a resumed DDP run continues every rank's streams.
     rngs = gather_objects(rng_state(), run.ctx)
+    with main_decides(run.ctx):  # non-finite weights, a full disk: every rank stops
+        if run.ctx.is_main:
+            _write_checkpoints(run, state, rngs)
+
+
+def _write_checkpoints(run: _Run, state: TrainState, rngs: list[object]) -> None:
+    """Rank 0: ``last.pt``, ``epoch_XXX.pt`` when due, ``best.pt`` after a better validation."""
     done = state.epoch
-    if run.ctx.is_main:
-        check_finite_weights(run.model, epoch=done, cfg=run.cfg, last_path=run.last_path)
-        ckpt = make_checkpoint(
-            run.model,
-            run.num_classes,
-            run.cfg,
-            done,
-            run.optimizer,
-            run.scheduler,
-            run.loader.state_dict(),
-            rngs,
-            run.scaler,
-            {"val_best": state.best, "val_history": state.val_history,
-             "history": state.history},
-        )
-        save_checkpoint(run.last_path, ckpt)
-        if done % max(run.cfg.train.checkpoint_every, 1) == 0 or done == run.cfg.train.epochs:
-            save_checkpoint(run.ckpt_dir / f"epoch_{done:03d}.pt", ckpt)
-        if state.improved:
-            save_checkpoint(run.ckpt_dir / "best.pt", ckpt)
-    barrier(run.ctx)
+    check_finite_weights(run.model, epoch=done, cfg=run.cfg, last_path=run.last_path)
+    ckpt = make_checkpoint(
+        run.model,
+        run.num_classes,
+        run.cfg,
+        done,
+        run.optimizer,
+        run.scheduler,
+        run.loader.state_dict(),
+        rngs,
+        run.scaler,
+        {"val_best": state.best, "val_history": state.val_history, "history": state.history},
+    )
+    save_checkpoint(run.last_path, ckpt)
+    if done % max(run.cfg.train.checkpoint_every, 1) == 0 or done == run.cfg.train.epochs:
+        save_checkpoint(run.ckpt_dir / f"epoch_{done:03d}.pt", ckpt)
+    if state.improved:
+        save_checkpoint(run.ckpt_dir / "best.pt", ckpt)
 
 
 # ---- phase: finish
@@ -693,9 +717,10 @@ def _finish(run: _Run, state: TrainState, mlog: MetricsLogger) -> TrainResult:
         resumed_from=state.start_epoch,
         digest=digest,
     )
-    if ctx.is_main:
-        _write_final(run.model, run.num_classes, run.cfg, run.run_dir, run.last_path, result)
-        result.results = _final_test(run.cfg, run.run_dir, run.device, result, mlog)
+    with main_decides(ctx):
+        if ctx.is_main:
+            _write_final(run.model, run.num_classes, run.cfg, run.run_dir, run.last_path, result)
+            result.results = _final_test(run.cfg, run.run_dir, run.device, result, mlog)
     return result
 
 
@@ -756,10 +781,10 @@ def _finish_existing(
         resumed_from=epochs,
     )
     results_path = run_dir / "results.json"
-    if ctx.is_main:
-        if results_path.is_file():
-            result.results = summary_metrics(read_results(results_path))
-        else:
-            result.results = _final_test(cfg, run_dir, device, result, None)
-    barrier(ctx)
+    with main_decides(ctx):
+        if ctx.is_main:
+            if results_path.is_file():
+                result.results = summary_metrics(read_results(results_path))
+            else:
+                result.results = _final_test(cfg, run_dir, device, result, None)
     return result
