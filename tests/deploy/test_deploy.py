@@ -246,3 +246,90 @@ def test_missing_faiss_names_the_extra(monkeypatch):
     fs_index = pytest.raises(SearchIndexError)
     with fs_index:
         build_index(None, "exact")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- issue 21
+
+
+def test_search_without_checkpoint_uses_the_recorded_one(built, tmp_path: Path, capsys):
+    """The index records the checkpoint of extraction; search without --checkpoint equals
+    search with it. A moved or changed file is an error naming the recorded path and what
+    is there now."""
+    query = built["gallery"] / "0001" / "1.png"
+    base = ["search", None, "--query", query, "--modality", "ir", "--top-k", "4",
+            "--device", "cpu"]
+
+    def run(index: Path, *extra) -> tuple[int, dict, str]:
+        argv = [index if a is None else a for a in base] + ["--json", tmp_path / "r.json",
+                                                            *extra]
+        rc, _, err = run_cli(argv, capsys)
+        return rc, (json.loads((tmp_path / "r.json").read_text()) if rc == 0 else {}), err
+
+    rc, remembered, err = run(built["index"])
+    assert rc == 0, err
+    rc, given, err = run(built["index"], "--checkpoint", built["ckpt"])
+    assert rc == 0, err
+    assert remembered["results"] == given["results"]
+    assert remembered["model"] == str(built["ckpt"].resolve())
+    assert remembered["query_numerics"] == ["torch", "fp32"]
+    assert remembered["mixed_numerics"] is None
+
+    # Moved: a copy of the run elsewhere whose recorded checkpoint is gone.
+    moved = tmp_path / "moved"
+    shutil.copytree(built["ckpt"].parent, moved / "ckpt")
+    fs = load_features(built["feats"])
+    fs.checkpoint = str((moved / "ckpt" / built["ckpt"].name).resolve())
+    save_features(fs, moved / "feats")
+    rc, _, err = run_cli(["index", "build", moved / "feats", "--out", moved / "idx"], capsys)
+    assert rc == 0, err
+    (moved / "ckpt" / built["ckpt"].name).rename(moved / "ckpt" / "renamed.pt")
+    rc, _, err = run(moved / "idx")
+    assert rc == 2 and fs.checkpoint in err and "nothing is there now" in err
+    # Changed: another model's weights at the recorded path.
+    shutil.copy(built["other"], fs.checkpoint)
+    rc, _, err = run(moved / "idx")
+    assert rc == 2 and fs.checkpoint in err and "has changed" in err
+    assert fs.fingerprint[:16] in err and "found fingerprint" in err
+    # An explicit checkpoint still works for the moved index.
+    rc, again, err = run(moved / "idx", "--checkpoint", moved / "ckpt" / "renamed.pt")
+    assert rc == 0 and again["results"][0]["matches"] == given["results"][0]["matches"], err
+
+
+def test_index_auto_picks_a_setting_that_reaches_the_target(tmp_path: Path, capsys):
+    """--type auto on a small random gallery with identity structure: the chosen setting's
+    measured recall is >= the target, recorded in the sidecar and printed; an unreachable
+    target names the best recall found."""
+    from df2am.deploy.features import FeatureSet
+    from df2am.deploy.index_auto import TargetRecallError, choose_index
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((300, 32)).astype(np.float32)
+    x = centres[np.arange(3000) % 300] + 0.6 * rng.standard_normal((3000, 32)).astype(np.float32)
+    fs = FeatureSet(features=x / np.linalg.norm(x, axis=1, keepdims=True),
+                    paths=[f"{i % 300:04d}/{i}.jpg" for i in range(3000)], root=str(tmp_path),
+                    modality="rgb", fingerprint="f" * 64, weights_sha256="w", preprocessing={})
+    save_features(fs, tmp_path / "g")
+    rc, out, err = run_cli(["index", "build", tmp_path / "g", "--out", tmp_path / "auto",
+                            "--type", "auto", "--target-recall", "0.9"], capsys)
+    assert rc == 0, err
+    index = load_index(tmp_path / "auto")
+    auto = index.meta["auto"]
+    assert index.meta["type"] in ("exact", "ivf", "hnsw") and auto["recall"] >= 0.9
+    assert auto["target_recall"] == 0.9 and auto["k"] == 10 and auto["queries"] == 300
+    assert auto["method"] == "held-out rows" and len(auto["tried"]) >= 3
+    chosen = [t for t in auto["tried"] if t["kind"] == index.meta["type"]
+              and all(t["params"].get(k) == v for k, v in index.meta["params"].items())]
+    assert chosen and chosen[0]["recall"] == auto["recall"]
+    fast = [t for t in auto["tried"] if t["recall"] >= 0.9]
+    assert auto["queries_per_s"] == max(t["queries_per_s"] for t in fast)
+    assert f"recall@10 {auto['recall']:.4f}" in out and "target 0.9" in out
+    assert index.index.ntotal == 3000
+    assert index.meta["paths"] == fs.paths  # every row, in the features' order
+    exact = build_index(fs, "exact").search(fs.features[:50], k=1)[0]
+    assert (index.search(fs.features[:50], k=1)[0] == exact).mean() >= 0.9
+
+    with pytest.raises(TargetRecallError, match=r"best was 0\.\d+ \(ivf"):
+        choose_index(fs, target_recall=1.0, kinds=["ivf"])
+    rc, _, err = run_cli(["index", "build", tmp_path / "g", "--out", tmp_path / "x", "--type",
+                          "auto", "--target-recall", "1.5"], capsys)
+    assert rc == 2 and "--target-recall must be in (0, 1]" in err

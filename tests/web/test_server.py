@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from df2am.errors import ConfigError, DatasetError
-from df2am.web.app import create_app
+from df2am.web.app import create_app, path_labels
 
 from . import build_env
 
@@ -42,6 +42,7 @@ def test_twin_is_first_and_thumbnail_served(client, env):
     first = res["results"][0]
     assert first["path"] == env["twin_path"].as_posix() and first["rank"] == 1
     assert first["distance"] < 1e-4 and res["in_gallery"] is True
+    assert first["identity"] == 5 and first["camera"] == "1"  # cam1/0005/0002.jpg
     assert len(res["results"]) == 5 and res["total"] == 12
     dists = [m["distance"] for m in res["results"]]
     assert dists == sorted(dists)
@@ -90,8 +91,13 @@ def test_not_configured_is_404(env):
         create_app(run=env["root"] / "nope", root=env["root"])
     with pytest.raises(ConfigError, match="--index"):
         create_app()
-    with pytest.raises(ConfigError, match="--checkpoint"):
-        create_app(index=env["index"])
+    # An index alone: the uploads are embedded by the checkpoint its features were
+    # extracted with (recorded in the index, verified by fingerprint) — issue 21.
+    remembered = TestClient(create_app(index=env["index"]))
+    assert remembered.get("/api/info").json()["query_model"] == str(env["ckpt"].resolve())
+    got = _upload(remembered, env["twin"].read_bytes()).json()["results"]
+    want = _upload(only_search, env["twin"].read_bytes()).json()["results"]
+    assert got == want
 
 
 def test_path_traversal_refused(client, env):
@@ -179,3 +185,15 @@ def test_cli_serve_port_zero_binds_loopback():
         sock.close()
     with pytest.raises(ConfigError, match="--port"):
         bind("127.0.0.1", 70000)
+
+
+@pytest.mark.parametrize(("path", "identity", "camera"), [
+    ("/data/SYSU-MM01/cam3/0012/0001.jpg", 12, "3"),          # SYSU-MM01
+    ("/data/LLCM/test_nir/cam4/0123/x.jpg", 123, "4"),          # LLCM
+    ("/data/RegDB/Thermal/57/female_t_0001.bmp", 57, "thermal"),  # RegDB
+    ("gallery/0001_c03_s1_000151_01.jpg", None, "3"),           # Market-style name
+    ("photos/alice/img1.jpg", None, None),                      # nothing to read
+    ("cam_2/0007/a.png", 7, "2"),
+])
+def test_path_labels(path, identity, camera):
+    assert path_labels(path) == {"identity": identity, "camera": camera}

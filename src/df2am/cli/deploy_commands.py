@@ -4,9 +4,11 @@ model on your own images.
 ::
 
     df2am extract runs/sysu/model_final.pt --images gallery/ --modality rgb --out out/gallery
-    df2am index build out/gallery --out out/gallery_index --type exact
+    df2am index build out/gallery --out out/gallery_index --type auto --target-recall 0.95
     df2am search out/gallery_index --query probe1.jpg probe2.jpg --modality ir \\
-        --checkpoint runs/sysu/model_final.pt --top-k 10 --json out/hits.json --grid out/hits.png
+        --top-k 10 --json out/hits.json --grid out/hits.png     # the checkpoint of extraction
+    df2am extract deploy/rgb_int8.onnx --images gallery/ --modality rgb --out out/g8   # int8
+    df2am search out/g8_index --query probe.jpg --modality ir --onnx deploy/ir_int8.onnx
     df2am extract runs/sysu/model_final.pt --images val_ir/ --modality ir --out out/val_q
     df2am index calibrate out/gallery_index --queries out/val_q --target-far 0.01
     df2am search out/gallery_index --query probe.jpg --modality ir \\
@@ -49,7 +51,9 @@ def _register_extract(sub: argparse._SubParsersAction) -> None:
         "sorted; .jpg .jpeg .png .bmp) or of a list file (one path per line, relative to the "
         "list's folder) and write FEATS.npy + FEATS.json (paths, model fingerprint, "
         "preprocessing, modality).")
-    p.add_argument("checkpoint", type=Path, help="model_final.pt or a training checkpoint")
+    p.add_argument("checkpoint", type=Path, metavar="MODEL",
+                   help="model_final.pt or a training checkpoint (PyTorch), or a graph of "
+                   "df2am export (.onnx: ONNX Runtime, fp32 or --int8)")
     p.add_argument("--images", type=Path, required=True, help="folder or list file (.txt)")
     p.add_argument("--modality", required=True, help="rgb (visible) | ir (infrared/thermal)")
     p.add_argument("--out", type=Path, required=True, help="FEATS: writes FEATS.npy + .json")
@@ -60,6 +64,9 @@ def _register_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CPU or GPU)")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave unreadable images out (logged, listed in FEATS.json 'skipped')")
+    p.add_argument("--threads", type=int,
+                   help="ONNX Runtime intra-op threads for a .onnx MODEL (default: physical "
+                   "cores)")
     p.set_defaults(func=_run_extract)
 
 
@@ -69,10 +76,11 @@ def _run_extract(args: argparse.Namespace) -> int:
     _check_checkpoint(args.checkpoint)
     fs = extract_images(args.checkpoint, args.images, args.modality, dtype=args.dtype,
                         batch_size=args.batch_size, device=args.device, bf16=args.bf16,
-                        skip_bad=args.skip_bad)
+                        skip_bad=args.skip_bad, threads=args.threads)
     path = save_features(fs, args.out)
     print(f"wrote {path} ({len(fs.paths)} × {fs.dim} {fs.dtype}, {fs.modality}, "
-          f"{len(fs.skipped)} skipped) and {path.with_suffix('.json')}")
+          f"{fs.runtime} {fs.precision}, {len(fs.skipped)} skipped) and "
+          f"{path.with_suffix('.json')}")
     return 0
 
 
@@ -91,10 +99,21 @@ def _register_index(sub: argparse._SubParsersAction) -> None:
     b = isub.add_parser(
         "build", help="build an index over a feature file",
         description="Inner product on L2-normalised features (= cosine). exact: IndexFlatIP; "
-        "ivf: IndexIVFFlat (large galleries); hnsw: IndexHNSWFlat (fastest queries).")
+        "ivf: IndexIVFFlat (large galleries); hnsw: IndexHNSWFlat (fastest queries); auto: "
+        "the fastest setting of exact / IVF (several nlist, nprobe) / HNSW (several m, "
+        "ef_search) whose recall@10 reaches --target-recall, measured with held-out gallery "
+        "rows as queries (or --queries FEATS) against exact search; the chosen setting and "
+        "its measured recall go into INDEX.json.")
     b.add_argument("features", type=Path, help="FEATS (from df2am extract)")
     b.add_argument("--out", type=Path, required=True, help="INDEX: writes INDEX.faiss + .json")
-    b.add_argument("--type", choices=["exact", "ivf", "hnsw"], default="exact")
+    b.add_argument("--type", choices=["exact", "ivf", "hnsw", "auto"], default="exact")
+    b.add_argument("--target-recall", type=float, default=0.95,
+                   help="auto: least recall@10 against exact search (default 0.95)")
+    b.add_argument("--candidates", nargs="+", choices=["exact", "ivf", "hnsw"],
+                   default=["exact", "ivf", "hnsw"], help="auto: the kinds tried (default all)")
+    b.add_argument("--queries", type=Path, dest="auto_queries", metavar="FEATS",
+                   help="auto: measure recall with these query features (e.g. a sample of IR "
+                   "queries) instead of held-out gallery rows")
     b.add_argument("--nlist", type=int, help="ivf cells (default ≈ 4·√N)")
     b.add_argument("--nprobe", type=int, default=16, help="ivf cells visited (default 16)")
     b.add_argument("--m", type=int, default=32, help="hnsw links per node (default 32)")
@@ -121,12 +140,37 @@ def _run_index_build(args: argparse.Namespace) -> int:
     from df2am.deploy.index import build_index, save_index
 
     fs = load_features(args.features, mmap=True)
-    index = build_index(fs, args.type, nlist=args.nlist, nprobe=args.nprobe, m=args.m,
-                        ef_search=args.ef_search, features_path=str(args.features.resolve()))
+    if args.type == "auto":
+        index = _auto_index(fs, args)
+    else:
+        index = build_index(fs, args.type, nlist=args.nlist, nprobe=args.nprobe, m=args.m,
+                            ef_search=args.ef_search, features_path=str(args.features.resolve()))
     path = save_index(index, args.out)
-    print(f"wrote {path} ({args.type}, {index.meta['ntotal']} × {index.dim}, "
+    print(f"wrote {path} ({index.meta['type']}, {index.meta['ntotal']} × {index.dim}, "
           f"{fs.modality}) and {path.with_suffix('.json')}")
     return 0
+
+
+def _auto_index(fs: Any, args: argparse.Namespace) -> Any:
+    from df2am.deploy.features import load_features
+    from df2am.deploy.index_auto import choose_index
+
+    queries = None
+    if args.auto_queries is not None:
+        q = load_features(args.auto_queries)
+        if q.fingerprint != fs.fingerprint:
+            raise DatasetError(f"--queries {args.auto_queries} come from another model or "
+                               f"preprocessing than {args.features} (fingerprints differ)")
+        queries = np.asarray(q.features)
+    index = choose_index(fs, target_recall=args.target_recall, kinds=args.candidates,
+                         queries=queries, features_path=str(args.features.resolve()))
+    auto = index.meta["auto"]
+    params = ", ".join(f"{k}={v}" for k, v in index.meta["params"].items())
+    print(f"auto: {index.meta['type']}{f' ({params})' if params else ''}: recall@{auto['k']} "
+          f"{auto['recall']:.4f} (target {auto['target_recall']:g}), "
+          f"{auto['queries_per_s']:.0f} queries/s, measured on {auto['queries']} "
+          f"{auto['method']}; {len(auto['tried'])} settings tried (INDEX.json 'auto')")
+    return index
 
 
 def _ids(paths: list[str], source: str) -> list[str]:
@@ -180,7 +224,16 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("index", type=Path, help="INDEX (from df2am index build)")
     p.add_argument("--query", type=Path, nargs="+", required=True, help="query image(s)")
     p.add_argument("--modality", required=True, help="modality of the queries: ir | rgb")
-    p.add_argument("--checkpoint", type=Path, required=True, help="the gallery's checkpoint")
+    p.add_argument("--checkpoint", type=Path,
+                   help="the gallery's checkpoint (default: the one its features were "
+                   "extracted with, recorded in the index and verified by fingerprint)")
+    p.add_argument("--onnx", type=Path, nargs="+", metavar="GRAPH",
+                   help="extract the queries with exported graph(s) on ONNX Runtime instead "
+                   "(df2am export; int8 with --int8)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (--onnx)")
+    p.add_argument("--allow-mixed-precision", action="store_true",
+                   help="accept int8 queries against a float gallery or the reverse "
+                   "(recorded in the results)")
     p.add_argument("--top-k", type=int, default=20, help="matches per query (default 20)")
     p.add_argument("--threshold", type=float,
                    help="open set: 'not in gallery' when the best distance exceeds it")
@@ -192,32 +245,33 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from df2am.deploy.api import load_model
-    from df2am.deploy.features import extract_paths, model_fingerprint
+    from df2am.deploy.features import extract_paths
     from df2am.deploy.index import load_index
+    from df2am.deploy.runtime import load_query_model
 
     if args.modality not in ("rgb", "ir"):
         raise ConfigError(f"--modality must be 'rgb' or 'ir', got {args.modality!r}")
-    _check_checkpoint(args.checkpoint)
     index = load_index(args.index)
-    model, cfg = load_model(args.checkpoint, device=args.device)
-    index.check_fingerprint(model_fingerprint(model, cfg)[0],
-                            f"the queries (checkpoint {args.checkpoint})")
+    qm = load_query_model(index, checkpoint=args.checkpoint, graphs=args.onnx or (),
+                          device=args.device, threads=args.threads,
+                          allow_mixed=args.allow_mixed_precision)
     if args.modality == index.meta["modality"]:
         logger.warning("query modality %s = gallery modality: a same-modality search; "
                        "the model is trained for cross-modality (IR ↔ RGB)", args.modality)
-    feats, _, _ = extract_paths(model, cfg, args.query, args.modality,
+    feats, _, _ = extract_paths(qm.model, qm.cfg, args.query, args.modality,
                                 batch_size=args.batch_size, progress=False)
     rows, dist = index.search(feats, args.top_k)
     results = _results(index, args.query, rows, dist, args.threshold)
     print(_format_results(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"index": str(args.index), "threshold": args.threshold,
-                                         "results": results}, indent=1) + "\n")
+        args.json.write_text(json.dumps({
+            "index": str(args.index), "threshold": args.threshold, "model": qm.source,
+            "query_numerics": list(qm.numerics), "gallery_numerics": list(index.numerics),
+            "mixed_numerics": qm.note, "results": results}, indent=1) + "\n")
         print(f"wrote {args.json}")
     if args.grid:
-        _write_grid(results, index, args.grid, cfg.data.height, cfg.data.width)
+        _write_grid(results, index, args.grid, qm.cfg.data.height, qm.cfg.data.width)
         print(f"wrote {args.grid}")
     return 0
 

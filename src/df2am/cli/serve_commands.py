@@ -2,7 +2,9 @@
 
 ::
 
+    df2am serve --index out/gallery_index          # the checkpoint recorded at extract time
     df2am serve --index out/gallery_index --checkpoint runs/sysu/model_final.pt
+    df2am serve --index out/g8_index --onnx deploy/ir_int8.onnx deploy/rgb_int8.onnx
     df2am serve --run runs/sysu/eval_sysu_all --root /data/SYSU-MM01 --port 0
 
 Binds 127.0.0.1 by default (the page serves your images: only expose it on purpose with
@@ -25,13 +27,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``serve``."""
     p = sub.add_parser(
         "serve", help="local web page: search an index by upload, browse an evaluation run",
-        description="Start a small web app (FastAPI + a static page). With --index and "
-        "--checkpoint: upload a query image and see the ranked gallery. With --run and "
+        description="Start a small web app (FastAPI + a static page). With --index: upload "
+        "a query image and see the ranked gallery (embedded by --onnx graphs, --checkpoint, or "
+        "by default the checkpoint the index's features were extracted with). With --run and "
         "--root: the run's metrics, CMC curve and each query's ranked gallery (computed at "
         "startup from the run's checkpoint and the dataset).")
     p.add_argument("--index", type=Path, help="INDEX (from df2am index build)")
     p.add_argument("--checkpoint", type=Path,
-                   help="the model of the index (and of the run when it names none)")
+                   help="the model of the index (default: the one recorded in it, verified "
+                   "by fingerprint) and of the run when it names none")
+    p.add_argument("--onnx", type=Path, nargs="+", metavar="GRAPH",
+                   help="embed uploads with exported graph(s) on ONNX Runtime (one per "
+                   "modality; df2am export, --int8 for int8)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (--onnx)")
+    p.add_argument("--allow-mixed-precision", action="store_true",
+                   help="accept int8 uploads against a float gallery or the reverse")
     p.add_argument("--threshold", type=float, help="open-set threshold (df2am index calibrate)")
     p.add_argument("--run", type=Path, help="an evaluation output folder (results.json)")
     p.add_argument("--root", type=Path, help="the dataset root of --run")
@@ -70,7 +80,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     app = create_app(index=args.index, checkpoint=args.checkpoint, run=args.run,
                      root=args.root, threshold=args.threshold,
                      max_upload_bytes=int(args.max_upload_mb * 2**20), device=args.device,
-                     run_k=args.run_k)
+                     run_k=args.run_k, onnx=args.onnx or (), threads=args.threads,
+                     allow_mixed_precision=args.allow_mixed_precision)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("serving on %s: other machines can reach it and see your images",
                        args.host)

@@ -29,9 +29,14 @@ Graph contract:
 * output ``features``: float32 ``(N, C)``, L2-normalised rows (cosine similarity = dot product).
 * ``metadata_props``: ``df2am_version``, ``modality``, ``feature``, ``flip``, ``input_height``,
   ``input_width``, ``input_layout`` (``NCHW``), ``input_range`` (how to get the input),
-  ``mean``, ``std`` (comma-separated), ``arch`` (``model.arch``), ``feature_dim``, ``opset``
-  and, when given, ``checkpoint_sha256`` (:func:`checkpoint_fingerprint`) — what a server
-  needs to feed the graph without reading this code.
+  ``mean``, ``std`` (comma-separated), ``arch`` (``model.arch``), ``feature_dim``, ``opset``,
+  ``precision`` (``fp32``; ``int8`` after :func:`df2am.deploy.quantize.quantize_onnx`) and,
+  when given, ``checkpoint_sha256`` (:func:`checkpoint_fingerprint`) and ``checkpoint`` (its
+  path) — what a server needs to feed the graph without reading this code. With the run config
+  (``cfg``, or ``model.run_config`` from ``load_model``) also ``df2am_fingerprint``,
+  ``weights_sha256`` and ``preprocessing`` (JSON): the features fingerprint of
+  :mod:`df2am.deploy.features`, so features computed by the graph (``df2am extract
+  GRAPH.onnx``) are checked against an index exactly like PyTorch's.
 
 Why one graph per modality rather than one graph with a modality input: the stem choice is a
 Python branch; made data-dependent it would export **both** stems plus an ONNX ``If``
@@ -49,7 +54,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import io
+import json
 import logging
 import os
 import warnings
@@ -63,6 +70,7 @@ from torch import nn
 
 from df2am import __version__
 from df2am.atomic import atomic_path
+from df2am.config import Config
 from df2am.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from df2am.errors import CheckpointError, ConfigError, Df2amError
 
@@ -80,7 +88,9 @@ __all__ = [
     "check_parity",
     "checkpoint_fingerprint",
     "onnx_session",
+    "physical_cores",
     "read_metadata",
+    "require_package",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,14 +116,21 @@ class ExportError(Df2amError):
     """ONNX export is impossible here (missing packages) or the exported graph is wrong."""
 
 
-def _require(module: str) -> Any:
-    """Import an optional deployment dependency or raise an :class:`ExportError` naming the fix."""
+def require_package(module: str, what: str = "ONNX export") -> Any:
+    """Import an optional deployment dependency or raise an :class:`ExportError` naming the fix
+    (``pip install 'df2am[deploy]'``)::
+
+        ort = require_package("onnxruntime", "int8 inference")
+    """
     try:
-        return __import__(module)
+        return importlib.import_module(module)
     except ImportError as exc:
         raise ExportError(
-            f"ONNX export needs the '{module}' package, which is not installed: {_DEPLOY_HINT}"
+            f"{what} needs the '{module}' package, which is not installed: {_DEPLOY_HINT}"
         ) from exc
+
+
+_require = require_package
 
 
 class InferenceGraph(nn.Module):
@@ -244,6 +261,8 @@ def export_onnx(
     feature: str | None = None,
     flip: bool | None = None,
     fingerprint: str | None = None,
+    cfg: Config | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Export ``model``'s test-feature path for ``modality`` to one self-contained ONNX file.
 
@@ -261,8 +280,10 @@ def export_onnx(
             the dynamo exporter, 11–17 through the legacy TorchScript one (see below).
         feature, flip: as :meth:`~df2am.models.ReIDNet.extract`; ``None`` = the model config's
             ``test_feature`` / ``flip_test``. Both are baked into the graph.
-        fingerprint: the checkpoint's SHA-256 (:func:`checkpoint_fingerprint`), stored in the
-            metadata when given.
+        fingerprint, checkpoint: the checkpoint's SHA-256 (:func:`checkpoint_fingerprint`)
+            and path, stored in the metadata when given.
+        cfg: the run config (None = ``model.run_config``, set by ``load_model``): with it the
+            features fingerprint is stamped too (module docstring).
 
     Returns:
         The path written.
@@ -299,6 +320,7 @@ def export_onnx(
         _require("onnxscript")  # the dynamo exporter's translator: fail here with the hint
     proto = _trace(model, modality, feature, flip, height, width, opset, dynamo)
     meta = _metadata(model, modality, feature, flip, height, width, opset, dynamo, fingerprint)
+    meta.update(_provenance(model, cfg, feature, flip, checkpoint))
     _stamp(proto, meta, f"df2am {__version__}: {modality} stream, {feature} feature, flip={flip}")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -309,6 +331,22 @@ def export_onnx(
         modality, feature, flip, height, width, opset, out, out.stat().st_size / 1e6,
     )
     return out
+
+
+def _provenance(model: nn.Module, cfg: Config | None, feature: str, flip: bool,
+                checkpoint: str | os.PathLike[str] | None) -> dict[str, str]:
+    """The features fingerprint (with a run config) and the checkpoint path (when given)."""
+    from df2am.deploy.features import model_fingerprint  # features imports torch data code
+
+    meta: dict[str, str] = {}
+    if checkpoint is not None:
+        meta["checkpoint"] = str(Path(checkpoint).resolve())
+    cfg = cfg if cfg is not None else getattr(model, "run_config", None)
+    if cfg is not None:
+        fp, weights, pre = model_fingerprint(model, cfg, feature=feature, flip=flip)
+        meta.update(df2am_fingerprint=fp, weights_sha256=weights,
+                    preprocessing=json.dumps(pre, sort_keys=True))
+    return meta
 
 
 def _stamp(proto: Any, meta: dict[str, str], doc: str) -> None:
@@ -372,6 +410,7 @@ def _metadata(model: ReIDNet, modality: str, feature: str, flip: bool, height: i
         "feature_dim": str(int(model.feat_dim)),
         "output": "L2-normalised float32 features (N, feature_dim)",
         "opset": str(opset),
+        "precision": "fp32",
         "exporter": f"torch {torch.__version__} " + ("dynamo" if dynamo else "torchscript"),
     }
     if fingerprint is not None:
@@ -389,21 +428,49 @@ def read_metadata(onnx_path: str | os.PathLike[str]) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads of one core counted once).
+
+    ONNX Runtime's and oneDNN's kernels saturate a core's vector units with one thread, so a
+    second thread on its sibling hyper-thread only competes; intra-op threads = physical cores
+    is ONNX Runtime's own rule, applied here to the CPUs of this process's affinity mask (a
+    container or ``taskset`` limit, which ORT's detection can miss). Falls back to the logical
+    count where the topology cannot be read.
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topo / "physical_package_id").read_text().strip(),
+                       (topo / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("?", str(cpu)))
+    return max(1, len(cores))
+
+
 def onnx_session(onnx_path: str | os.PathLike[str], threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session of ``onnx_path`` (``threads`` intra-op threads, None = ORT's
-    default: all cores)::
+    """An ONNX Runtime CPU session of ``onnx_path``: every graph optimisation (layout
+    transforms, Conv+Add+ReLU fusion, QDQ → QLinearConv for int8 graphs), ``threads`` intra-op
+    threads (None = :func:`physical_cores`) and one inter-op thread::
 
         sess = onnx_session("ir.onnx", threads=2)
         feats = sess.run(None, {"images": x.numpy()})[0]
     """
-    ort = _require("onnxruntime")
+    ort = require_package("onnxruntime", "ONNX Runtime inference")
     opts = ort.SessionOptions()
-    if threads is not None:
-        opts.intra_op_num_threads = int(threads)
-        # One inference at a time: inter-op threads would only compete with intra-op ones.
-        opts.inter_op_num_threads = 1
+    opts.intra_op_num_threads = int(threads) if threads is not None else physical_cores()
+    # One inference at a time: inter-op threads would only compete with intra-op ones.
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+        raise ExportError(f"ONNX Runtime cannot load {onnx_path}: {exc}") from None
 
 
 def check_parity(

@@ -22,17 +22,25 @@ Format: ``FEATS.npy`` + ``FEATS.json``
   ``format`` (:data:`FORMAT`), ``paths`` (row i is ``paths[i]``, relative to ``root`` unless
   absolute), ``root``, ``modality``, ``dtype``, ``dim``, ``fingerprint``, ``weights_sha256``,
   ``preprocessing`` (height, width, resize, mean/std normalisation, test feature, flip),
-  ``checkpoint``, ``precision`` (fp32 | bf16), ``skipped`` (unreadable images left out with
-  ``--skip-bad``, each with its error) and ``df2am_version``.
+  ``checkpoint``, ``runtime`` (``torch`` | ``onnxruntime``), ``precision`` (fp32 | bf16 |
+  int8), ``graph`` (with ``onnxruntime``: the ``.onnx`` file's path, SHA-256 and quantisation),
+  ``skipped`` (unreadable images left out with ``--skip-bad``, each with its error) and
+  ``df2am_version``.
 
 Alternatives rejected: ``.npz`` (a zip: no memory map), HDF5 / safetensors (an extra
 dependency for two arrays), a pickle (unsafe to load, Python-only).
 
 The fingerprint is the SHA-256 of the model (its weights and architecture config) and of the
 preprocessing. Two feature sets are comparable exactly when their fingerprints are equal:
-the same network and the same image pipeline. Modality, dtype and precision are *not* part of
-it: an IR query is meant to be compared with an RGB gallery, and a float16 copy of the same
-features is still the same embedding.
+the same network and the same image pipeline. Modality, dtype, runtime and precision are *not*
+part of it: an IR query is meant to be compared with an RGB gallery, a float16 copy of the same
+features is still the same embedding, and a graph exported from the checkpoint computes the same
+embedding (its metadata carries the fingerprint). How the numbers were computed (runtime,
+precision) is recorded beside it and checked separately
+(:func:`df2am.deploy.runtime.check_numerics`: int8 is not mixed with float silently).
+
+The model is a checkpoint (PyTorch) or an exported graph (``.onnx``, ONNX Runtime, fp32 or
+int8: ``df2am extract GRAPH.onnx --images DIR --modality ir --out FEATS``).
 """
 
 from __future__ import annotations
@@ -101,8 +109,11 @@ class FeatureSet:
         fingerprint: SHA-256 of model + preprocessing (:func:`model_fingerprint`).
         weights_sha256: SHA-256 of the model weights alone (to tell what differs).
         preprocessing: height, width, resize, mean, std, feature, flip.
-        checkpoint: the checkpoint file the features came from.
-        precision: "fp32" or "bf16" (autocast during extraction).
+        checkpoint: the checkpoint file the features came from (for a graph: the one it was
+            exported from).
+        precision: "fp32", "bf16" (autocast during extraction) or "int8" (a quantised graph).
+        runtime: "torch" or "onnxruntime" (an exported graph).
+        graph: with ``onnxruntime``, the graph's path, SHA-256 and quantisation settings.
         skipped: ``{"path", "error"}`` of images left out with ``skip_bad``.
         df2am_version: the library version that wrote them.
     """
@@ -116,6 +127,8 @@ class FeatureSet:
     preprocessing: dict[str, Any]
     checkpoint: str = ""
     precision: str = "fp32"
+    runtime: str = "torch"
+    graph: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     df2am_version: str = __version__
 
@@ -126,6 +139,11 @@ class FeatureSet:
     @property
     def dtype(self) -> str:
         return str(self.features.dtype)
+
+    @property
+    def numerics(self) -> tuple[str, str]:
+        """``(runtime, precision)`` the features were computed with."""
+        return self.runtime, self.precision
 
     def resolved_paths(self) -> list[Path]:
         """Absolute paths of the images (``root / path`` unless the path is absolute)."""
@@ -349,34 +367,60 @@ def _forward(model: ReIDNet, batch: torch.Tensor, modality: str, feature: str | 
 def extract_images(
     checkpoint: str | os.PathLike[str], images: str | os.PathLike[str], modality: str, *,
     dtype: str = "float16", batch_size: int = 64, device: str = "auto", bf16: bool = False,
-    skip_bad: bool = False, progress: bool = True,
+    skip_bad: bool = False, progress: bool = True, threads: int | None = None,
 ) -> FeatureSet:
-    """Load ``checkpoint``, extract every image of a folder or list file, return a FeatureSet.
+    """Load ``checkpoint`` (a ``.pt`` checkpoint, or an exported ``.onnx`` graph run on ONNX
+    Runtime with ``threads`` intra-op threads), extract every image of a folder or list file,
+    return a FeatureSet.
 
     Example::
 
         fs = extract_images("runs/sysu/model_final.pt", "gallery/", "rgb", skip_bad=True)
+        fs = extract_images("deploy/rgb_int8.onnx", "gallery/", "rgb")   # int8, ONNX Runtime
         save_features(fs, "out/gallery")
     """
-    from df2am.deploy.api import load_model  # api imports the evaluator; keep import cheap
-
     if modality not in ("rgb", "ir"):
         raise ConfigError(f"--modality must be 'rgb' or 'ir', got {modality!r}")
     if dtype not in _DTYPES:
         raise ConfigError(f"--dtype must be one of {_DTYPES}, got {dtype!r}")
     root, paths = list_images(images)
-    model, cfg = load_model(checkpoint, device=resolve_device(device, key="--device"))
-    fingerprint, weights, pre = model_fingerprint(model, cfg)
+    model, cfg, provenance = _load_extractor(checkpoint, modality, device=device, bf16=bf16,
+                                             threads=threads)
     files = [Path(p) if Path(p).is_absolute() else root / p for p in paths]
     try:
         feats, kept, skipped = extract_paths(model, cfg, files, modality, batch_size=batch_size,
                                              bf16=bf16, skip_bad=skip_bad, progress=progress)
     except DatasetError as exc:  # the folder/list verb can skip bad images; say how
         raise DatasetError(f"{exc} (use --skip-bad to leave such images out)") from None
-    logger.info("extracted %d %s images (%d skipped) from %s", len(kept), modality,
-                len(skipped), images)
+    logger.info("extracted %d %s images (%d skipped) from %s on %s (%s)", len(kept), modality,
+                len(skipped), images, provenance["runtime"], provenance["precision"])
     return FeatureSet(
         features=feats.astype(dtype), paths=[paths[i] for i in kept], root=str(root),
-        modality=modality, fingerprint=fingerprint, weights_sha256=weights, preprocessing=pre,
-        checkpoint=str(Path(checkpoint).resolve()), precision="bf16" if bf16 else "fp32",
-        skipped=skipped)
+        modality=modality, skipped=skipped, **provenance)
+
+
+def _load_extractor(source: str | os.PathLike[str], modality: str, *, device: str, bf16: bool,
+                    threads: int | None) -> tuple[Any, Config, dict[str, Any]]:
+    """``(model, cfg, FeatureSet provenance fields)`` of a checkpoint or an exported graph."""
+    from df2am.deploy.runtime import GraphModel, is_graph
+
+    if is_graph(source):
+        if bf16:
+            raise ConfigError("--bf16 is for PyTorch checkpoints; a graph has its own precision "
+                              "(df2am export --int8 for int8)")
+        gm = GraphModel([source], threads=threads)
+        if modality not in gm.graphs:
+            raise ConfigError(f"{source} is the {gm.meta['modality']} stream's graph, but "
+                              f"--modality is {modality}")
+        return gm, gm.run_config, {
+            "fingerprint": gm.fingerprint, "weights_sha256": gm.weights_sha256,
+            "preprocessing": gm.preprocessing, "checkpoint": gm.checkpoint,
+            "precision": gm.precision, "runtime": "onnxruntime", "graph": gm.record(modality)}
+    from df2am.deploy.api import load_model  # api imports the evaluator; keep import cheap
+
+    model, cfg = load_model(source, device=resolve_device(device, key="--device"))
+    fingerprint, weights, pre = model_fingerprint(model, cfg)
+    return model, cfg, {
+        "fingerprint": fingerprint, "weights_sha256": weights, "preprocessing": pre,
+        "checkpoint": str(Path(source).resolve()), "precision": "bf16" if bf16 else "fp32",
+        "runtime": "torch"}

@@ -55,7 +55,10 @@ __all__ = [
     "save_index",
     "load_index",
     "index_paths",
+    "index_meta",
     "calibrate_threshold",
+    "check_target_recall",
+    "unit_rows",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,7 +87,7 @@ def import_faiss() -> Any:
     return faiss
 
 
-def _normalised(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
     """float32 C-contiguous rows of unit length (float16 files are only nearly unit)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -105,6 +108,11 @@ class SearchIndex:
     @property
     def fingerprint(self) -> str:
         return str(self.meta["fingerprint"])
+
+    @property
+    def numerics(self) -> tuple[str, str]:
+        """``(runtime, precision)`` of the gallery features (older sidecars: torch, fp32)."""
+        return str(self.meta.get("runtime", "torch")), str(self.meta.get("precision", "fp32"))
 
     def check_fingerprint(self, fingerprint: str, what: str = "the queries") -> None:
         """Refuse features of another model/preprocessing, naming both fingerprints."""
@@ -129,9 +137,17 @@ class SearchIndex:
         if k < 1:
             raise ConfigError(f"--top-k must be >= 1, got {k}")
         k = min(k, int(self.index.ntotal))
-        scores, rows = self.index.search(_normalised(q), k)
+        scores, rows = self.index.search(unit_rows(q), k)
         dist = np.where(rows >= 0, 1.0 - scores, np.inf).astype(np.float32)
         return rows.astype(np.int64), dist
+
+
+def check_target_recall(value: float) -> float:
+    """``--target-recall`` of ``--type auto``: a share of the exact top-k, in (0, 1]."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
+        raise ConfigError(f"--target-recall must be in (0, 1] (a share of the exact top-k), "
+                          f"got {value!r}")
+    return float(value)
 
 
 def default_nlist(n: int) -> int:
@@ -151,7 +167,7 @@ def build_index(fs: FeatureSet, kind: str = "exact", *, nlist: int | None = None
     faiss = import_faiss()
     if kind not in INDEX_KINDS:
         raise ConfigError(f"--type must be one of {INDEX_KINDS}, got {kind!r}")
-    x = _normalised(fs.features)
+    x = unit_rows(fs.features)
     n, d = x.shape
     params: dict[str, Any] = {}
     if kind == "exact":
@@ -170,13 +186,22 @@ def build_index(fs: FeatureSet, kind: str = "exact", *, nlist: int | None = None
         index.hnsw.efSearch = ef_search
         params = {"m": m, "ef_construction": ef_construction, "ef_search": ef_search}
     index.add(x)
-    meta = {"format": INDEX_FORMAT, "type": kind, "params": params, "dim": d, "ntotal": n,
+    logger.info("built %s index of %d × %d (%s)", kind, n, d, params or "no parameters")
+    return SearchIndex(index, index_meta(fs, kind, params, features_path))
+
+
+def index_meta(fs: FeatureSet, kind: str, params: dict[str, Any],
+               features_path: str = "") -> dict[str, Any]:
+    """The sidecar of an index of ``kind`` with ``params`` over all rows of ``fs``: what a
+    search checks queries against (fingerprint, dimension, modality, runtime and precision)
+    and what it reports (paths, root, the checkpoint the features came from)."""
+    return {"format": INDEX_FORMAT, "type": kind, "params": params,
+            "dim": int(fs.features.shape[1]), "ntotal": int(fs.features.shape[0]),
             "fingerprint": fs.fingerprint, "weights_sha256": fs.weights_sha256,
             "preprocessing": fs.preprocessing, "modality": fs.modality,
-            "checkpoint": fs.checkpoint, "features": features_path, "root": fs.root,
+            "checkpoint": fs.checkpoint, "runtime": fs.runtime, "precision": fs.precision,
+            "graph": fs.graph, "features": features_path, "root": fs.root,
             "paths": list(fs.paths)}
-    logger.info("built %s index of %d × %d (%s)", kind, n, d, params or "no parameters")
-    return SearchIndex(index, meta)
 
 
 def index_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:

@@ -10,12 +10,16 @@ step, no CDN, so it works offline and on an air-gapped machine.
     from df2am.web.app import create_app
     app = create_app(index="out/gallery_index", checkpoint="runs/sysu/model_final.pt",
                      run="runs/sysu/eval_sysu_all", root="/data/SYSU-MM01")
+    app = create_app(index="out/gallery_index")     # the checkpoint recorded at extract time
+    app = create_app(index="out/g8_index", onnx=["deploy/ir_int8.onnx"])   # int8 queries
 
 Routes:
 
 * ``GET /api/info`` — what is configured.
 * ``POST /api/search`` (multipart ``file``, ``modality`` rgb|ir, ``offset``, ``limit``) —
-  the ranked gallery of the uploaded image; ``in_gallery`` with a threshold.
+  the ranked gallery of the uploaded image; ``in_gallery`` with a threshold. Each match has
+  ``rank``, ``distance``, ``path`` and, read from the path (:func:`path_labels`), ``identity``
+  and ``camera`` — what the page's captions show (the full path is the tooltip).
 * ``GET /gallery/<i>`` — gallery image ``i`` of the index (by row, never by a user path).
 * ``GET /api/run`` — metrics, protocol and mean CMC of the run's ``results.json``.
 * ``GET /api/run/queries?failed=1&cam=N&offset&limit`` — per-query ranked gallery (first
@@ -30,7 +34,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -47,7 +53,8 @@ from df2am.data.images import to_rgb
 from df2am.deploy.features import IMAGE_SUFFIXES
 from df2am.errors import ConfigError, DatasetError, Df2amError
 
-__all__ = ["create_app", "safe_path", "DEFAULT_MAX_UPLOAD", "SearchState", "RunState"]
+__all__ = ["create_app", "safe_path", "path_labels", "DEFAULT_MAX_UPLOAD", "SearchState",
+           "RunState"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,32 +90,71 @@ def safe_path(root: Path, rel: str) -> Path:
     return target
 
 
+_CAM_DIR = re.compile(r"cam(?:era)?[_-]?(\d+)$", re.IGNORECASE)
+_CAM_FILE = re.compile(r"_c(\d+)(?:[_s.]|$)", re.IGNORECASE)
+_MODALITY_DIR = {"visible": "visible", "thermal": "thermal"}
+
+
+def path_labels(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Identity and camera of a gallery image, read from its path where the layout holds
+    them (else None): the person folder is the parent and counts as an identity when it is a
+    number (SYSU-MM01 ``cam3/0012/0001.jpg`` → id 12, camera "3"; LLCM
+    ``test_nir/cam4/0012/…``; RegDB ``Thermal/123/…`` → camera "thermal"; a ``_c03`` in the
+    file name → camera "3")::
+
+        path_labels("/data/SYSU-MM01/cam3/0012/0001.jpg")  # {'identity': 12, 'camera': '3'}
+    """
+    p = PurePosixPath(Path(path).as_posix())
+    parent = p.parent.name
+    identity = int(parent) if parent.isdigit() else None
+    camera = None
+    for folder in (p.parent.parent.name, parent):  # SYSU/LLCM: camK/<id>/file
+        if m := _CAM_DIR.search(folder):
+            camera = str(int(m.group(1)))
+    if camera is None and (m := _CAM_FILE.search(p.name)):
+        camera = str(int(m.group(1)))
+    if camera is None:
+        camera = _MODALITY_DIR.get(p.parent.parent.name.lower())
+    return {"identity": identity, "camera": camera}
+
+
 # --------------------------------------------------------------------------- search
 
 
 @dataclass
 class SearchState:
-    """The index, the model (loaded once) and the gallery's image files."""
+    """The index, the query model (loaded once) and the gallery's image files."""
 
     index: Any
-    model: Any
-    cfg: Any
+    query_model: Any  # a df2am.deploy.runtime.QueryModel
     files: list[Path]
     threshold: float | None = None
 
+    @property
+    def model(self) -> Any:
+        return self.query_model.model
+
+    @property
+    def cfg(self) -> Any:
+        return self.query_model.cfg
+
     @classmethod
-    def load(cls, index_path: str | os.PathLike[str], checkpoint: str | os.PathLike[str], *,
-             threshold: float | None = None, device: str = "cpu") -> SearchState:
-        from df2am.deploy.api import load_model
-        from df2am.deploy.features import model_fingerprint
+    def load(cls, index_path: str | os.PathLike[str],
+             checkpoint: str | os.PathLike[str] | None = None, *,
+             graphs: Sequence[str | os.PathLike[str]] = (), threshold: float | None = None,
+             device: str = "cpu", threads: int | None = None,
+             allow_mixed: bool = False) -> SearchState:
+        """The index and its query model: ``graphs`` (ONNX Runtime), ``checkpoint``, or the
+        checkpoint the index records (:func:`df2am.deploy.runtime.load_query_model`)."""
         from df2am.deploy.index import load_index
+        from df2am.deploy.runtime import load_query_model
 
         index = load_index(index_path)
-        model, cfg = load_model(checkpoint, device=device)
-        index.check_fingerprint(model_fingerprint(model, cfg)[0], f"checkpoint {checkpoint}")
+        query = load_query_model(index, checkpoint=checkpoint, graphs=graphs, device=device,
+                                 threads=threads, allow_mixed=allow_mixed)
         root = Path(index.meta.get("root") or ".")
         files = [Path(p) if Path(p).is_absolute() else root / p for p in index.meta["paths"]]
-        return cls(index, model, cfg, files, threshold)
+        return cls(index, query, files, threshold)
 
     def query(self, image: Image.Image, modality: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows and distances of the top ``k`` for one decoded image (the index pipeline)."""
@@ -263,15 +309,24 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
     device: str = "cpu",
     run_k: int = 10,
+    onnx: Sequence[str | os.PathLike[str]] = (),
+    threads: int | None = None,
+    allow_mixed_precision: bool = False,
 ) -> FastAPI:
     """The FastAPI app; everything heavy (model, index, rankings) is loaded here, once.
 
+    The uploads of an index search are embedded by ``onnx`` graphs (ONNX Runtime, e.g. int8),
+    else by ``checkpoint``, else by the checkpoint the index records (verified by fingerprint).
+
     Raises:
-        ConfigError: neither an index nor a run, or an index without a checkpoint.
-        Df2amError: a file that cannot be loaded (index, checkpoint, results.json, dataset).
+        ConfigError: neither an index nor a run.
+        Df2amError: a file that cannot be loaded (index, checkpoint, results.json, dataset),
+            a recorded checkpoint that moved or changed, int8 mixed with float numerics.
     """
     _check_options(index, checkpoint, run, root, max_upload_bytes)
-    search = (SearchState.load(index, checkpoint, threshold=threshold, device=device)  # type: ignore[arg-type]
+    search = (SearchState.load(index, checkpoint, graphs=onnx, threshold=threshold,
+                               device=device, threads=threads,
+                               allow_mixed=allow_mixed_precision)
               if index is not None else None)
     run_state = (RunState.load(run, root, checkpoint=checkpoint if index is None else None,
                                device=device, k=run_k) if run is not None else None)
@@ -288,9 +343,7 @@ def create_app(
 def _check_options(index: Any, checkpoint: Any, run: Any, root: Any,
                    max_upload_bytes: int) -> None:
     if index is None and run is None:
-        raise ConfigError("serve needs --index INDEX --checkpoint CKPT and/or --run DIR")
-    if index is not None and checkpoint is None:
-        raise ConfigError("--index needs --checkpoint (the model that embeds the uploads)")
+        raise ConfigError("serve needs --index INDEX and/or --run DIR")
     if run is not None and root is None:
         raise ConfigError("--run needs --root DATASET_ROOT (where its images are)")
     if root is not None and not Path(root).is_dir():
@@ -314,7 +367,11 @@ def _page_routes(app: FastAPI, search: SearchState | None, run_state: RunState |
         if search is not None:
             m = search.index.meta
             out.update(gallery_size=len(search.files), gallery_modality=m.get("modality"),
-                       index_type=m.get("type"), threshold=search.threshold)
+                       index_type=m.get("type"), threshold=search.threshold,
+                       query_model=search.query_model.source,
+                       query_numerics=list(search.query_model.numerics),
+                       gallery_numerics=list(search.index.numerics),
+                       mixed_numerics=search.query_model.note)
         return out
 
 
@@ -345,7 +402,7 @@ def _search_page(st: SearchState, image: Image.Image, modality: str, offset: int
         raise HTTPException(400, str(exc)) from None
     paths = st.index.meta["paths"]
     results = [{"rank": i + 1, "index": int(r), "path": paths[r], "distance": float(d),
-                "url": f"/gallery/{int(r)}"}
+                "url": f"/gallery/{int(r)}", **path_labels(st.files[r])}
                for i, (r, d) in enumerate(zip(rows, dist, strict=True))
                if r >= 0][offset:]
     best = float(dist[0]) if len(dist) and rows[0] >= 0 else None
@@ -360,7 +417,7 @@ def _search_routes(app: FastAPI, search: SearchState | None, max_upload_bytes: i
 
     def need_search() -> SearchState:
         if search is None:
-            raise HTTPException(404, "no index configured (start with --index and --checkpoint)")
+            raise HTTPException(404, "no index configured (start with --index)")
         return search
 
     @app.post("/api/search")

@@ -62,12 +62,24 @@ async function runSearch() {
   }
 }
 
+// A caption a person reads: rank and distance, then identity and camera when the path holds
+// them; the full path is the tooltip (title), never wrapped text under a 90-pixel image.
+function caption(m) {
+  const who = [m.identity === null || m.identity === undefined ? null : `id ${m.identity}`,
+    m.camera ? (/^\d+$/.test(m.camera) ? `cam ${m.camera}` : m.camera) : null]
+    .filter((x) => x).join(" · ");
+  return el("figcaption", {},
+    el("span", { class: "line rank", text: `#${m.rank} · ${fmt(m.distance, 3)}` }),
+    el("span", { class: "line who", text: who || "–" }));
+}
+
 function renderResults(res, limit) {
   const grid = $("results");
   grid.replaceChildren(...res.results.map((m) => el("figure",
-    { class: "result", "data-path": m.path, "data-rank": m.rank, "data-distance": m.distance },
+    { class: "result", title: m.path, "data-path": m.path, "data-rank": m.rank,
+      "data-distance": m.distance, "data-identity": m.identity ?? "", "data-camera": m.camera ?? "" },
     el("img", { src: m.url, alt: m.path, loading: "lazy" }),
-    el("figcaption", { text: `#${m.rank} ${m.path} d=${fmt(m.distance, 4)}` }))));
+    caption(m))));
   grid.dataset.state = "done";
   const v = $("verdict");
   if (res.in_gallery === null || res.in_gallery === undefined) {
@@ -173,7 +185,7 @@ async function loadQueries() {
       el("div", { class: "thumb q" }, el("img", { src: q.url, alt: q.path }),
         el("div", { text: `id ${q.pid} cam ${q.cam}` })),
       ...q.ranked.map((g, i) => el("div",
-        { class: "thumb " + (g.correct ? "ok" : "bad"), "data-path": g.path, "data-rank": i + 1 },
+        { class: "thumb " + (g.correct ? "ok" : "bad"), title: g.path, "data-path": g.path, "data-rank": i + 1 },
         el("img", { src: g.url, alt: g.path, loading: "lazy" }),
         el("div", { text: `${i + 1}: id ${g.pid} ${fmt(g.distance, 3)}` }))))));
     $("queries").dataset.state = "done";
