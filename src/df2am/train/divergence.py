@@ -14,14 +14,17 @@
   written; ``last.pt`` keeps the previous epoch.
 
 Why 1000 × the first steps' median is on by default: a diverging run grows its loss by many
-orders of magnitude (``optim.lr=1e6`` under Adam gave step losses of 1e13 while staying finite,
-so the non-finite check never fired) whereas training lowers its loss; the largest rise a
-healthy run shows is a few × (a learning-rate warm-up, a loss term switched on, a hard batch:
-the demo recipe's step losses stay within 0.4–1.6× of its first steps' median,
-docs/experiments.md). 1000× is two orders of magnitude above any of that and still far below
-what divergence produces, so it never stops a sound run and does stop a broken one; a run that
-wants a tighter leash sets e.g. ``train.divergence_factor=10``. The first steps' median restarts
-on resume (from a trained model the first losses are lower, so the guard only gets stricter).
+orders of magnitude (``optim.lr=1e6`` under Adam gave step losses of 1e13 while staying
+finite, so the non-finite check never fired), whereas training lowers its loss, and the
+rises a sound run can show (a learning-rate warm-up, a loss term switched on, a hard batch)
+are a few ×. Measured on the demo recipe (synthetic data, 4 epochs at reduced size, every step
+logged: 224 step losses): every loss stayed within 0.32–1.14× of the first 20 steps' median
+(the highest was step 1) and below 0.98× its running median. 1000× sits far above that and far
+below what divergence produces, so it does not stop a sound run and does stop a broken one
+within one log window (the check reads every step's loss, judged before the epoch is
+checkpointed). A run that wants a tighter leash sets e.g. ``train.divergence_factor=10``. The
+first steps' median restarts on resume (from a trained model the first losses are lower, so
+the guard only gets stricter).
 """
 
 from __future__ import annotations
