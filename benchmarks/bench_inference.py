@@ -16,9 +16,9 @@ Paths (``--paths``, default all):
 * ``onnxruntime_fp32``: the graph of ``df2am export`` on ONNX Runtime's CPU provider (all
   graph optimisations, intra-op threads = ``--threads``).
 * ``onnxruntime_int8``: that graph after ``df2am export --int8`` (static QDQ, per-channel int8
-  weights, 7-bit weights, uint8 activations calibrated on ``--calibration-images`` synthetic
-  SYSU-MM01 images of the modality). The script prints which operators ORT runs in int8
-  (``QLinearConv`` etc. in its optimised graph) and the ranking parity (below).
+  weights, 7-bit weights, uint8 activations calibrated on ``--calibration-images`` training
+  images of the modality from the parity dataset). The script prints which operators ORT
+  runs in int8 (``QLinearConv`` etc. in its optimised graph) and the ranking parity (below).
 * ``eager_bf16_cl`` / ``compile_bf16_cl``: bf16 autocast + channels_last, eager and compiled —
   **only where the CPU has bf16 natively** (AVX-512 bf16 / AMX, ``cpu_has_native_bf16``);
   elsewhere bf16 is emulated (≈ 20× slower than fp32) and the script prints why it skips them.
@@ -224,7 +224,10 @@ def bench_size(h: int, w: int, depth: int, args: argparse.Namespace, root: Path,
     """Every path at one size: rows, int8 operator counts, ranking parity."""
     model, cfg = load_or_build(args, h, w, depth)
     names = [p for p in args.paths if p not in BF16_PATHS or args.native_bf16]
-    g = graphs(model, cfg, root, work, args) if any(n.startswith("onnx") for n in names) else {}
+    # Calibration: training images of the parity dataset (never its test images).
+    cal_root = args.parity_root or root
+    g = (graphs(model, cfg, cal_root, work, args) if any(n.startswith("onnx") for n in names)
+         else {})
     fns, info = make_paths(names, model, torch.randn(args.batch, 3, h, w), g, args.threads)
     times, outs = time_paths(fns, args.warmup, args.repeats)
     ref = outs.get("eager_fp32")
