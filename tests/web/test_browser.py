@@ -93,6 +93,17 @@ def test_upload_twin_shows_it_first(server, driver, tmp_path: Path):
     assert first.get_attribute("data-path") == env["twin_path"].as_posix()
     assert first.get_attribute("data-rank") == "1"
     assert float(first.get_attribute("data-distance")) < 1e-4
+    # The caption a person reads (issue 21): rank, distance, identity and camera from the
+    # path (cam1/0005/0002.jpg), each on one unwrapped line; the full path is the tooltip.
+    assert first.get_attribute("title") == env["twin_path"].as_posix()
+    lines = first.find_elements(By.CSS_SELECTOR, "figcaption .line")
+    assert [ln.text for ln in lines] == ["#1 · 0.000", "id 5 · cam 1"]
+    for ln in lines:
+        height, size = driver.execute_script(
+            "const s = getComputedStyle(arguments[0]);"
+            "return [arguments[0].getBoundingClientRect().height, parseFloat(s.fontSize)];", ln)
+        assert height < 2 * size, (ln.text, height, size)  # one line, never wrapped
+    assert env["twin_path"].as_posix() not in first.text
     img = first.find_element(By.TAG_NAME, "img")
     assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth",
                                  img) > 0

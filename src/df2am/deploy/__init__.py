@@ -11,7 +11,11 @@
 Modules: :mod:`~df2am.deploy.api` (``load_model``, ``extract_features``, ``search``,
 ``evaluate_checkpoint``), :mod:`~df2am.deploy.features` (the ``.npy`` + JSON features file),
 :mod:`~df2am.deploy.index` (FAISS gallery indexes, open-set threshold),
-:mod:`~df2am.deploy.export` (ONNX export and its parity check). FAISS, ONNX and ONNX Runtime
+:mod:`~df2am.deploy.index_auto` (``--type auto``: the fastest index reaching a recall),
+:mod:`~df2am.deploy.export` (ONNX export and its parity check),
+:mod:`~df2am.deploy.quantize` (int8 graphs, ranking parity) and
+:mod:`~df2am.deploy.runtime` (graphs on ONNX Runtime behind ``extract``; the numerics rule;
+the query model of an index search). FAISS, ONNX and ONNX Runtime
 come with the ``deploy`` extra; a missing one is an error naming it.
 
 Names are imported lazily, so ``import df2am.deploy`` stays cheap for the CLI.
@@ -36,6 +40,11 @@ _EXPORTS: dict[str, str] = {
     "load_index": "df2am.deploy.index",
     "export_onnx": "df2am.deploy.export",
     "check_parity": "df2am.deploy.export",
+    "choose_index": "df2am.deploy.index_auto",
+    "quantize_onnx": "df2am.deploy.quantize",
+    "ranking_parity": "df2am.deploy.quantize",
+    "GraphModel": "df2am.deploy.runtime",
+    "load_query_model": "df2am.deploy.runtime",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -69,7 +69,7 @@ function caption(m) {
     m.camera ? (/^\d+$/.test(m.camera) ? `cam ${m.camera}` : m.camera) : null]
     .filter((x) => x).join(" · ");
   return el("figcaption", {},
-    el("span", { class: "line rank", text: `#${m.rank} · ${fmt(m.distance, 3)}` }),
+    el("span", { class: "line rank", text: `#${m.rank} · ${fmt(Math.max(0, m.distance), 3)}` }),
     el("span", { class: "line who", text: who || "–" }));
 }
 
