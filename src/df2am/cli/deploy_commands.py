@@ -132,6 +132,8 @@ def _register_index(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--gallery-ids", default="folder", help="folder (default) | MAP.json")
     c.add_argument("--target-far", type=float, default=0.01, help="default 0.01")
     c.add_argument("--json", type=Path, help="write the calibration here")
+    c.add_argument("--allow-mixed-precision", action="store_true",
+                   help="accept int8 queries against a float gallery or the reverse")
     c.set_defaults(func=_run_calibrate)
 
 
@@ -192,10 +194,14 @@ def _ids(paths: list[str], source: str) -> list[str]:
 def _run_calibrate(args: argparse.Namespace) -> int:
     from df2am.deploy.features import load_features
     from df2am.deploy.index import calibrate_threshold, load_index
+    from df2am.deploy.runtime import check_numerics
 
     index = load_index(args.index)
     q = load_features(args.queries)
     index.check_fingerprint(q.fingerprint, f"the queries {args.queries}")
+    # A threshold is only valid for the numerics it was calibrated with (int8 moves distances).
+    check_numerics(index.numerics, q.numerics, allow_mixed=args.allow_mixed_precision,
+                   what=f"the queries {args.queries}")
     rows, dist = index.search(q.features, k=1)
     q_ids = np.asarray(_ids(q.paths, args.query_ids))
     g_ids = np.asarray(_ids(index.meta["paths"], args.gallery_ids))

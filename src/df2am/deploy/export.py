@@ -285,8 +285,7 @@ def export_onnx(
         cfg: the run config (None = ``model.run_config``, set by ``load_model``): with it the
             features fingerprint is stamped too (module docstring).
 
-    Returns:
-        The path written.
+    Returns the path written.
 
     Exporter — ``dynamo=`` is always passed explicitly, because its default changed (torch 2.9
     made ``dynamo=True`` the default; a bare call means different things on different
