@@ -5,16 +5,16 @@
     from df2am.deploy.runtime import GraphModel
 
     graphs = GraphModel(["deploy/ir_int8.onnx", "deploy/rgb_int8.onnx"])   # one per modality
-    feats = graphs.extract(batch, "ir")        # like DF2AMNet.extract: (N, C) unit rows
+    feats = graphs.extract(batch, "ir")        # like ReIDNet.extract: (N, C) unit rows
     graphs.fingerprint, graphs.numerics        # the features fingerprint; ('onnxruntime', 'int8')
 
-A :class:`GraphModel` has the parts of a :class:`~df2am.models.DF2AMNet` that feature
-extraction uses (``extract``, ``to``, ``eval``, ``run_config`` with the graph's input size), so
-``df2am extract`` / ``search`` / ``serve`` and :func:`df2am.assess.evaluate_model` run it
-unchanged. Graphs come from ``df2am export`` (:mod:`df2am.deploy.export`, fp32) and
-``df2am export --int8`` (:mod:`df2am.deploy.quantize`); their metadata carries the features
-fingerprint of the checkpoint they were exported from, so features computed by a graph are
-checked against an index exactly like PyTorch's.
+A :class:`GraphModel` has the parts of a :class:`~df2am.models.ReIDNet` that feature
+extraction uses (``extract``, ``check_feature``, ``to``, ``eval``, ``run_config`` with the
+graph's input size), so ``df2am extract`` / ``search`` / ``serve`` and
+:func:`df2am.assess.evaluate_model` run it unchanged. Graphs come from ``df2am export``
+(:mod:`df2am.deploy.export`, fp32) and ``df2am export --int8`` (:mod:`df2am.deploy.quantize`);
+their metadata carries the features fingerprint of the checkpoint they were exported from, so
+features computed by a graph are checked against an index exactly like PyTorch's.
 
 **Numerics.** The fingerprint says *which embedding* (weights + preprocessing); the numerics
 say *how it was computed*: ``runtime`` (``torch`` | ``onnxruntime``) and ``precision``
@@ -219,6 +219,20 @@ class GraphModel:
         return modality in self.graphs or self.fallback is not None
 
     # ---- the model interface extraction uses
+
+    @property
+    def arch(self) -> str:
+        return self.meta.get("arch", "")
+
+    def check_feature(self, feature: str) -> str:
+        """``feature`` when every graph computes it (a graph bakes one test feature in)."""
+        for g in self.graphs.values():
+            if g.meta.get("feature") != feature:
+                raise ConfigError(f"{g.path} computes the {g.meta.get('feature')} feature, not "
+                                  f"{feature!r}; export the graph with --feature {feature}")
+        if self.fallback is not None:
+            self.fallback.check_feature(feature)  # type: ignore[operator]
+        return feature
 
     def to(self, *_: Any, **__: Any) -> GraphModel:
         return self  # ONNX Runtime's CPU provider: inputs are moved to the CPU in extract
