@@ -13,8 +13,9 @@ Data: synthetic L2-normalised vectors with re-ID-like structure — ``size / 10`
 view of a random identity, so near neighbours exist. (Uniform random unit vectors in 512-d have
 no structure: every approximate index looks bad on them, which says nothing about real
 galleries.) Recall@k = share of the exact top-k found in the approximate top-k. The indexes
-are FAISS's ``IndexFlatIP`` / ``IndexIVFFlat`` / ``IndexHNSWFlat`` exactly as ``df2am index
-build`` makes them (inner product on unit rows = cosine).
+are FAISS's ``IndexFlatIP`` / ``IndexIVFFlat`` / ``IndexHNSWFlat`` as ``df2am index build
+--type auto`` makes them (inner product on unit rows = cosine; IVF k-means on 64 sampled rows
+per cell, ``IVF_TRAIN_PER_CELL``).
 
 Each *build* (exact; IVF per ``--nlist``; HNSW per ``--m``) is measured once for build time
 and memory (growth of the process's resident set during the build, and the index's own
@@ -47,6 +48,7 @@ import numpy as np
 
 from df2am.deploy.features import FeatureSet
 from df2am.deploy.index import import_faiss
+from df2am.deploy.index_auto import IVF_TRAIN_PER_CELL
 
 logger = logging.getLogger("bench_index")
 
@@ -166,6 +168,7 @@ def build(kind: str, params: dict[str, int], x: np.ndarray) -> Any:
     elif kind == "ivf":
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, params["nlist"],
                                    faiss.METRIC_INNER_PRODUCT)
+        index.cp.max_points_per_centroid = IVF_TRAIN_PER_CELL  # as --type auto trains
         index.train(x)
     else:
         index = faiss.IndexHNSWFlat(d, params["m"], faiss.METRIC_INNER_PRODUCT)
