@@ -21,6 +21,8 @@ Scores are inner products of L2-normalised rows (= cosine similarity); distances
   query): for galleries from ~10⁵ rows, where exact search gets slow.
 * ``hnsw`` — ``IndexHNSWFlat`` (graph with ``m`` links per node, ``ef_search`` beam): the
   fastest queries, but slow to build and ~``m``·8 bytes more per row.
+* ``--type auto`` (:mod:`df2am.deploy.index_auto`) picks one of these and its parameters: the
+  fastest setting whose recall@10, measured on held-out gallery rows, reaches a target.
 
 The index file is FAISS's own (``faiss.write_index``); the sidecar ``INDEX.json`` holds the
 features' fingerprint, dimension, image paths and root, modality, kind and parameters, so a
