@@ -51,6 +51,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``df2am`` command; the exit status (0, 2 for a user error, 130 interrupted)."""
+    code = _run(argv)
+    if _launched_rank():
+        _leave_distributed(code)
+    return code
+
+
+def _launched_rank() -> bool:
+    """Whether this process is one rank of a multi-process launch (torchrun's environment)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def _leave_distributed(code: int) -> None:
+    """End a rank with ``code`` without the interpreter's native teardown.
+
+    By now the process group is destroyed and every file, lock and log is closed. What is
+    left is torch's gloo/TCPStore teardown at interpreter exit, which can abort (SIGABRT,
+    exit -6, no message) when the ranks leave at slightly different moments: seen once in CI
+    on rank 0 after a shared refusal had printed its ``error:`` line. The exit status is the
+    command's own, on every rank.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
