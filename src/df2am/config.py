@@ -31,7 +31,7 @@ it came from) and what was expected, so a typo can never be silently ignored:
 
 ``train.precision`` is checked against its choices here; whether the hardware runs it at a
 sensible speed (``auto``, emulated bf16) depends on the device, which is only known when
-training starts: :func:`df2am.engine.precision.resolve_precision` runs then, before epoch 1.
+training starts: :func:`df2am.train.precision.resolve_precision` runs then, before epoch 1.
 
 :func:`save_config` writes the resolved config of a run, which :func:`load_config` reads back
 unchanged; :func:`complete_config_dict` fills keys that an older run config lacks with their
@@ -215,7 +215,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: "fp32", "bf16", "fp16" (CUDA only) or "auto": what the device runs fastest (CUDA: bf16
     #: from compute capability 8.0, fp16 on 7.x, else fp32; CPU: bf16 only with native bf16
-    #: instructions, else fp32). Resolved when training starts (df2am.engine.precision).
+    #: instructions, else fp32). Resolved when training starts (df2am.train.precision).
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     #: bf16 on a device without native bf16 (e.g. a CPU without AVX512-BF16/AMX) is emulated,
     #: ~20x slower than fp32, and refused unless this is true (then a warning is logged).
