@@ -65,7 +65,7 @@ def test_missing_unreadable_and_incomplete_files(tmp_path):
 
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="bad.pt: cannot read"):
+    with pytest.raises(CheckpointError, match="bad.pt: not a df2am checkpoint: not a PyTorch"):
         ck.load_checkpoint(bad)
 
     partial = _full(0.0)

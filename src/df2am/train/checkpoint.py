@@ -44,6 +44,9 @@ from __future__ import annotations
 import errno
 import os
 import random
+import re
+import warnings
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -186,18 +189,23 @@ def load_checkpoint(
         required: keys that must be present; :data:`MODEL_KEYS` suffices for evaluation.
 
     Raises:
-        CheckpointError: the file is missing or unreadable, is not a dict, lacks a required
-            key (the message names the path and the key) or has an unknown format version.
+        CheckpointError: the file is missing or not a checkpoint (text, truncated, a zip of
+            something else, a pickle that would need code: one plain sentence, never the advice
+            to load it unsafely), is not a dict, lacks a required key (the message names the
+            path and the key), has an unknown format version, or its model weights hold a NaN
+            or an infinity (the message names the first such tensor).
     """
     p = Path(path)
     if not p.is_file():
+        if p.is_dir():
+            raise CheckpointError(f"checkpoint {p} is a folder, not a checkpoint file")
         raise CheckpointError(f"checkpoint not found: {p}")
     try:
-        obj = torch.load(p, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # a corrupt file can fail anywhere in unpickling (struct.error, ...)
-        raise CheckpointError(
-            f"{p}: cannot read checkpoint ({type(exc).__name__}: {exc})"
-        ) from None
+        raise CheckpointError(f"{p}: not a df2am checkpoint: {_unreadable(p, exc)}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{p}: expected a checkpoint dict, got {type(obj).__name__}")
     for key in required:
@@ -211,7 +219,35 @@ def load_checkpoint(
             f"{p}: checkpoint format_version {version!r} is not supported "
             f"(this df2am reads version {FORMAT_VERSION})"
         )
+    weights = obj.get("model")
+    if isinstance(weights, dict):
+        bad = first_non_finite(weights)
+        if bad is not None:
+            raise CheckpointError(
+                f"{p}: weight {bad!r} holds NaN or infinite values (the first such tensor); "
+                "the run diverged or the file is damaged: use an earlier checkpoint")
     return obj
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in one plain sentence (never torch's
+    multi-line advice to disable safe loading)."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if not head:
+        return "the file is empty (0 bytes)"
+    needs_code = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    if needs_code:
+        return (f"it holds a Python object ({needs_code.group(1)}) that only running code "
+                "could rebuild, and df2am never runs code from a file (a checkpoint holds "
+                "tensors and plain values)")
+    if head.startswith(b"PK"):
+        if zipfile.is_zipfile(path):
+            return "a zip archive that is not a PyTorch checkpoint (or is damaged inside)"
+        return "a truncated or corrupt PyTorch file (its zip archive is incomplete)"
+    if head[:1] == b"\x80":  # a pickle (protocol 2+)
+        return "a Python pickle that is not a PyTorch checkpoint (or a truncated one)"
+    return "not a PyTorch file (text or another format)"
 
 
 # --------------------------------------------------------------------------- RNG state
