@@ -27,3 +27,8 @@ class CheckpointError(Df2amError):
 
 class EvaluationError(Df2amError, ValueError):
     """Evaluation inputs are inconsistent (shapes, NaN distances, no valid query)."""
+
+
+class OutputPathError(Df2amError):
+    """An output path cannot be written: a file where a folder is needed (or the reverse), a
+    parent folder that is a file or is not writable. Raised before the work starts."""
