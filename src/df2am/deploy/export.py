@@ -58,6 +58,7 @@ import importlib
 import io
 import json
 import logging
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -86,6 +87,7 @@ __all__ = [
     "PARITY_TOLERANCE",
     "export_onnx",
     "check_parity",
+    "check_tolerance",
     "checkpoint_fingerprint",
     "onnx_session",
     "physical_cores",
@@ -161,6 +163,12 @@ class InferenceGraph(nn.Module):
         else:
             feats = self.model.test_features(images, self.modality, self.feature).float()
         return F.normalize(feats, dim=1)
+
+
+def check_tolerance(tolerance: float | None) -> None:
+    """A parity tolerance is a finite max-abs difference >= 0 (None: only measure)."""
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ConfigError(f"--tolerance must be a finite number >= 0, got {tolerance}")
 
 
 def checkpoint_fingerprint(path: str | os.PathLike[str]) -> str:
@@ -495,7 +503,9 @@ def check_parity(
     Raises:
         ExportError: the difference exceeds ``tolerance``, the graph's output has the wrong
             shape, or either side gives non-finite features (NaN would compare as equal).
+        ConfigError: ``tolerance`` is negative or not finite.
     """
+    check_tolerance(tolerance)
     meta = read_metadata(onnx_path)
     modality, feature = meta["modality"], meta["feature"]
     flip = meta["flip"] == "true"
