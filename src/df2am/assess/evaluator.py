@@ -338,7 +338,7 @@ def evaluate_model(
     model.check_feature(opts.feature)  # before any work: a feature the architecture lacks
     model.to(opts.device)
     test = _build_split(cfg, opts, mode=mode, sampler=sampler, shots=shots, trials=trials,
-                        direction=direction)
+                        direction=direction, split_file=split_file)
     feats = _extract_once(model, cfg, opts, test, cache_dir)
     results = _score_trials(opts, test, feats)
     return _report(opts, test, feats, results, diagnose=diagnose, start=start)
@@ -428,10 +428,15 @@ def _build_split(
     shots: int | None,
     trials: int | None,
     direction: str | None,
+    split_file: str | None = None,
 ) -> EvalSplits:
-    """Split phase: the dataset's test options, trial numbers and per-trial lists."""
+    """Split phase: the dataset's test options, trial numbers and per-trial lists. An option
+    given here that the dataset does not have is refused (the rule of the config's
+    ``eval.*`` keys, :meth:`~df2am.data.datasets.base.Dataset.check_applicable`)."""
     ev = opts.ev
     ds = get_dataset(opts.dataset)
+    ds.check_applicable({"mode": mode, "sampler": sampler, "shots": shots,
+                         "split_file": split_file, "direction": direction})
     options = ds.resolve_options(mode=mode or ev.mode, sampler=sampler or ev.sampler,
                                  shots=shots or ev.shots, split_file=opts.split_file,
                                  direction=direction or ev.direction)

@@ -148,6 +148,7 @@ def load_test_split(
         raise DatasetError(f"dataset root {str(root)!r} is not a folder")
     name = dataset or cfg.data.dataset
     ds = get_dataset(name, key="--dataset")
+    ds.check_applicable({"mode": mode, "direction": direction})
     options = ds.resolve_options(mode=mode or cfg.eval.mode, sampler=cfg.eval.sampler,
                                  shots=cfg.eval.shots, split_file=cfg.eval.split_file,
                                  direction=direction or cfg.eval.direction)
