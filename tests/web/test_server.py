@@ -56,13 +56,14 @@ def test_twin_is_first_and_thumbnail_served(client, env):
 
 def test_bad_uploads_are_400_with_a_message(client, env):
     cases = {
-        "not a readable image": _upload(client, b"this is not an image"),
+        "q.jpg: not an image file": _upload(client, b"this is not an image"),
         "too large": _upload(client, b"\xff" * 200_001),
         "modality must be": _upload(client, env["twin"].read_bytes(), modality="thermal"),
-        "empty upload": _upload(client, b""),
+        "q.jpg: empty (0 bytes)": _upload(client, b""),
     }
     for message, r in cases.items():
         assert r.status_code == 400 and message in r.json()["detail"], (message, r.text)
+        assert "BytesIO" not in r.text  # the upload's name, never the buffer's repr
     assert _upload(client, env["twin"].read_bytes(), limit=0).status_code == 400
     # A PNG of another size and mode is fine (resized like the gallery).
     buf = io.BytesIO()
