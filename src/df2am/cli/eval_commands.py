@@ -14,6 +14,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from df2am.atomic import check_output
 from df2am.cli.arguments import feature_choices, option_choices
 from df2am.errors import CheckpointError, DatasetError
 
@@ -118,6 +119,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise CheckpointError(f"checkpoint not found: {args.checkpoint}")
     if not args.root.is_dir():
         raise DatasetError(f"--root {args.root}: not a folder")
+    # Before the work: --out, or the checkpoint's folder the default output goes into.
+    check_output(args.out or args.checkpoint.resolve().parent / "eval_", what="--out",
+                 folder=True)
     report = evaluate_checkpoint(
         args.checkpoint,
         args.root,

@@ -32,6 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from df2am.atomic import check_output
 from df2am.cli.arguments import feature_choices
 from df2am.errors import CheckpointError, ConfigError
 
@@ -118,12 +119,19 @@ def _int8_options(p: argparse.ArgumentParser) -> None:
 
 def _run_export(args: argparse.Namespace) -> int:
     from df2am.deploy.api import load_model
-    from df2am.deploy.export import ExportError, check_parity, checkpoint_fingerprint
+    from df2am.deploy.export import (
+        ExportError,
+        check_parity,
+        check_tolerance,
+        checkpoint_fingerprint,
+    )
 
     if not args.checkpoint.is_file():
         raise CheckpointError(f"checkpoint not found: {args.checkpoint}")
     if not args.int8 and (args.calibration is not None or args.parity_root is not None):
         raise ConfigError("--calibration and --parity-root go with --int8")
+    check_tolerance(args.tolerance)
+    check_output(args.onnx, what="--onnx")
     model, cfg = load_model(args.checkpoint, device="cpu")
     with tempfile.TemporaryDirectory(prefix="df2am_export_") as tmp:
         fp32_out = Path(tmp) / "fp32.onnx" if args.int8 else args.onnx

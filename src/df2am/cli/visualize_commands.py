@@ -14,6 +14,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from df2am.atomic import check_output
 from df2am.errors import CheckpointError, ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def _run_visualize(args: argparse.Namespace) -> int:
         raise DatasetError(f"--root {args.root}: not a folder")
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
+    check_output(args.out, what="--out", folder=True)
     model, cfg = load_model(args.checkpoint, device=args.device)
     result = visualize(
         model, cfg, args.root, args.out,
