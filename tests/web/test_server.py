@@ -156,6 +156,14 @@ def test_run_queries_equal_an_independent_computation(client, env):
     assert got == want
     assert all(len(x["ranked"]) == 3 for x in r["queries"])
     assert all(x["ranked"][0]["correct"] == x["correct"] for x in r["queries"])
+    # One distance convention with search: cosine distance 1 - cos in [0, 2] (was -cos).
+    row = {rec.path: i for i, rec in enumerate(query)}
+    col = {rec.path: j for j, rec in enumerate(gallery)}
+    for x in r["queries"]:
+        for g in x["ranked"]:
+            assert 0 <= g["distance"] <= 2
+            assert g["distance"] == pytest.approx(dist[row[x["path"]], col[g["path"]]], abs=1e-5)
+    assert client.get("/api/run").json()["distance"].startswith("cosine distance 1 - cos")
     # Filters.
     failed = client.get("/api/run/queries", params={"failed": 1, "limit": 200}).json()
     assert {x["path"] for x in failed["queries"]} == {p for p, ok in want.items() if not ok}

@@ -179,7 +179,7 @@ class FeatureSet:
 
 
 def check_features(features: np.ndarray, paths: Sequence[str] | None = None,
-                   where: str = "features") -> None:
+                   where: str = "") -> None:
     """Refuse a feature array that no search or calibration can trust.
 
     Checks: 2-D, at least one row, dtype float16 or float32, one path per row (when ``paths``
@@ -187,19 +187,21 @@ def check_features(features: np.ndarray, paths: Sequence[str] | None = None,
     the array once, in chunks (a memory-mapped gallery is not loaded whole).
 
     Raises:
-        FeaturesError: naming ``where`` and, for a bad row, its number and image path.
+        FeaturesError: naming ``where`` (a file, when given) and, for a bad row, its number
+            and image path.
     """
+    pre = f"{where}: " if where else ""
     arr = features
     if not isinstance(arr, np.ndarray) or arr.ndim != 2:
         shape = getattr(arr, "shape", "?")
-        raise FeaturesError(f"{where}: expected a 2-D (N, C) array, got shape {shape}")
+        raise FeaturesError(f"{pre}expected a 2-D (N, C) array, got shape {shape}")
     if str(arr.dtype) not in _DTYPES:
-        raise FeaturesError(f"{where}: dtype {arr.dtype} is not a feature dtype "
+        raise FeaturesError(f"{pre}dtype {arr.dtype} is not a feature dtype "
                             f"({' or '.join(_DTYPES)}); convert with .astype('float32')")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise FeaturesError(f"{where}: no features (shape {tuple(arr.shape)})")
+        raise FeaturesError(f"{pre}no features (shape {tuple(arr.shape)})")
     if paths is not None and len(paths) != arr.shape[0]:
-        raise FeaturesError(f"{where}: {arr.shape[0]} rows but {len(paths)} paths")
+        raise FeaturesError(f"{pre}{arr.shape[0]} rows but {len(paths)} paths")
     step = max(1, (1 << 24) // max(1, arr.shape[1]))  # ~16M values per chunk
     problems = {"holds NaN or infinite values": [0, -1],
                 "is all zeros (no direction to compare)": [0, -1]}
@@ -216,9 +218,12 @@ def check_features(features: np.ndarray, paths: Sequence[str] | None = None,
         if count:
             image = f" (image {paths[row]})" if paths is not None else ""
             raise FeaturesError(
-                f"{where}: row {row}{image} {what}"
+                f"{pre}row {row}{image} {what}"
                 + (f", and {count - 1} more row(s)" if count > 1 else "")
                 + ": features of a model or image that went wrong cannot be searched")
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "a mapping"}
 
 
 def _check_sidecar(meta: Any, js: Path) -> None:
@@ -232,7 +237,7 @@ def _check_sidecar(meta: Any, js: Path) -> None:
         if key not in meta:
             raise FeaturesError(f"{js}: the sidecar lacks key {key!r}")
         if not isinstance(value, tp) or isinstance(value, bool):
-            raise FeaturesError(f"{js}: key {key!r} must be a {tp.__name__}, got "
+            raise FeaturesError(f"{js}: key {key!r} must be {_TYPE_NAMES[tp]}, got "
                                 f"{type(value).__name__} {str(value)[:40]!r}")
     if not all(isinstance(p, str) for p in meta["paths"]):
         raise FeaturesError(f"{js}: 'paths' must list strings")

@@ -121,8 +121,8 @@ def check_threshold(threshold: float | None, what: str = "--threshold") -> float
         return None
     t = float(threshold)
     if not math.isfinite(t) or not 0.0 <= t <= 2.0:
-        raise ConfigError(f"{what} must be a cosine distance in [0, 2] ({DISTANCE}), "
-                          f"got {threshold}")
+        raise ConfigError(f"{what} must be a cosine distance in [0, 2] (1 - cos; smaller = "
+                          f"closer), got {threshold}")
     return t
 
 
@@ -143,9 +143,10 @@ def check_params(kind: str, params: dict[str, Any], n: int,
     unknown = sorted(set(params) - set(PARAMS[kind]))
     missing = [k for k in PARAMS[kind] if k not in params]
     if unknown or missing:
-        raise ConfigError(f"a {kind} index has the parameters {list(PARAMS[kind]) or 'none'}: "
-                          + (f"unknown {', '.join(map(name, unknown))}" if unknown else
-                             f"missing {', '.join(map(name, missing))}"))
+        has = ", ".join(PARAMS[kind]) or "none"
+        raise ConfigError(
+            f"{name(unknown[0])}: not a parameter of the {kind} index type (it has: {has})"
+            if unknown else f"{name(missing[0])} is missing (the {kind} index type has: {has})")
     limits = {"nlist": (1, n, "the gallery size"), "nprobe": (1, params.get("nlist"), "nlist"),
               "m": (2, MAX_HNSW_M, ""), "ef_search": (1, None, ""),
               "ef_construction": (1, None, "")}
@@ -155,9 +156,9 @@ def check_params(kind: str, params: dict[str, Any], n: int,
         if not _is_int(value):
             raise ConfigError(f"{name(key)} must be an integer, got {value!r}")
         if value < low or (high is not None and value > high):
-            span = f"{low}..{high}" + (f" ({why})" if why else "") if high is not None \
-                else f">= {low}"
-            raise ConfigError(f"{name(key)} must be in {span}, got {value}")
+            span = (f"be in {low}..{high}" + (f" ({why})" if why else "")
+                    if high is not None else f"be >= {low}")
+            raise ConfigError(f"{name(key)} must {span}, got {value}")
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -280,7 +281,7 @@ def build_index(fs: FeatureSet, kind: str = "exact", *, nlist: int | None = None
              "ef_construction": ef_construction}
     ignored = [OPTIONS[k] for k, v in given.items() if v is not None and k not in PARAMS[kind]]
     if ignored:
-        logger.warning("%s do(es) not apply to a %s index: ignored", ", ".join(ignored), kind)
+        logger.warning("%s: not a parameter of --type %s, ignored", ", ".join(ignored), kind)
     params: dict[str, Any] = {}
     if kind == "ivf":
         params["nlist"] = default_nlist(n) if nlist is None else nlist
@@ -366,6 +367,9 @@ def load_index(path: str | os.PathLike[str]) -> SearchIndex:
     return SearchIndex(index, meta)
 
 
+_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "a mapping"}
+
+
 def _check_sidecar(meta: Any, js: Path) -> None:
     """Every key a search reads, with its type; the parameters by :func:`check_params`."""
     if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
@@ -376,7 +380,7 @@ def _check_sidecar(meta: Any, js: Path) -> None:
         if key not in meta:
             raise SearchIndexError(f"{js}: the sidecar lacks key {key!r}")
         if not isinstance(meta[key], tp) or isinstance(meta[key], bool):
-            raise SearchIndexError(f"{js}: key {key!r} must be a {tp.__name__}, got "
+            raise SearchIndexError(f"{js}: key {key!r} must be {_TYPE_NAMES[tp]}, got "
                                    f"{str(meta[key])[:40]!r}")
     if meta["modality"] not in ("rgb", "ir"):
         raise SearchIndexError(f"{js}: 'modality' must be 'rgb' or 'ir', got "
