@@ -245,8 +245,8 @@ def check_geometry(name: str | os.PathLike[str], width: int, height: int, *,
     if short < MIN_SIDE:
         problem = f"{width}x{height} px is under {MIN_SIDE} px on a side"
     elif long_ / short > MAX_ASPECT:
-        problem = (f"{width}x{height} px is {long_ / short:.0f} times longer than wide "
-                   f"(more than {MAX_ASPECT:g}:1)")
+        problem = (f"{width}x{height} px: its long side is {long_ / short:.0f} times its "
+                   f"short side (more than {MAX_ASPECT:g}:1)")
     else:
         return None
     what = (f"image {display_path(name)}: {problem}; resized to the model's input it holds "
