@@ -205,6 +205,12 @@ CASES: dict[str, tuple[Callable[[dict], list], Callable[[dict], str]]] = {
     "serve/threshold-negative": (lambda e: ["serve", "--index", e["index"], "--checkpoint",
                                             e["ckpt"], "--threshold", "-1", "--port", "0"],
                                  lambda e: "--threshold must be a cosine distance"),
+    "serve/max-upload-nan": (lambda e: ["serve", "--index", e["index"], "--checkpoint",
+                                        e["ckpt"], "--max-upload-mb", "nan", "--port", "0"],
+                             lambda e: "--max-upload-mb must be a number > 0, got nan"),
+    "serve/run-k-0": (lambda e: ["serve", "--run", e["base"], "--root", e["sysu"], "--run-k",
+                                 "0", "--port", "0"],
+                      lambda e: "--run-k must be >= 1, got 0"),
     # train: the config
     "train/empty-config": (lambda e: ["train", e["empty_yaml"], "--out", e["base"] / "t1"],
                            lambda e: f"{e['empty_yaml']}: the config file is empty"),

@@ -329,7 +329,7 @@ def create_app(
         Df2amError: a file that cannot be loaded (index, checkpoint, results.json, dataset),
             a recorded checkpoint that moved or changed, int8 mixed with float numerics.
     """
-    _check_options(index, checkpoint, run, root, max_upload_bytes)
+    _check_options(index, checkpoint, run, root, max_upload_bytes, run_k)
     search = (SearchState.load(index, checkpoint, graphs=onnx, threshold=threshold,
                                device=device, threads=threads,
                                allow_mixed=allow_mixed_precision)
@@ -347,7 +347,7 @@ def create_app(
 
 
 def _check_options(index: Any, checkpoint: Any, run: Any, root: Any,
-                   max_upload_bytes: int) -> None:
+                   max_upload_bytes: int, run_k: int) -> None:
     if index is None and run is None:
         raise ConfigError("serve needs --index INDEX and/or --run DIR")
     if run is not None and root is None:
@@ -356,6 +356,8 @@ def _check_options(index: Any, checkpoint: Any, run: Any, root: Any,
         raise DatasetError(f"--root {root}: not a folder")
     if max_upload_bytes < 1:
         raise ConfigError(f"max upload size must be >= 1 byte, got {max_upload_bytes}")
+    if run_k < 1:
+        raise ConfigError(f"--run-k must be >= 1, got {run_k}")
 
 
 def _page_routes(app: FastAPI, search: SearchState | None, run_state: RunState | None,
