@@ -34,6 +34,9 @@ from df2am.errors import CheckpointError, ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)
 
+STRICT_HELP = ("refuse images under 16 px on a side or more than 8:1 long (default: a warning "
+               "naming the file)")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``extract``, ``index`` (``build``, ``calibrate``) and ``search``."""
@@ -70,10 +73,6 @@ def _register_extract(sub: argparse._SubParsersAction) -> None:
                    "cores)")
     p.add_argument("--strict-images", action="store_true", help=STRICT_HELP)
     p.set_defaults(func=_run_extract)
-
-
-STRICT_HELP = ("refuse images under 16 px on a side or more than 8:1 long (default: a warning "
-               "naming the file)")
 
 
 def _run_extract(args: argparse.Namespace) -> int:
