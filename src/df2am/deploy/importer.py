@@ -69,7 +69,7 @@ from df2am.config import (
 )
 from df2am.data.datasets import DATASETS
 from df2am.errors import CheckpointError, ConfigError
-from df2am.train.checkpoint import FORMAT_VERSION, save_checkpoint
+from df2am.train.checkpoint import FORMAT_VERSION, first_non_finite, save_checkpoint
 
 if TYPE_CHECKING:
     from df2am.models import ConversionReport
@@ -221,6 +221,10 @@ def import_checkpoint(
         converted, report = SOURCES[source].convert(state)
     except CheckpointError as exc:
         raise CheckpointError(f"{src}: {exc}") from None
+    bad = first_non_finite(converted)
+    if bad is not None:  # df2am would refuse to load the file written
+        raise CheckpointError(f"{src}: weight {bad!r} (df2am's name) holds NaN or infinite "
+                              "values: the source model diverged or the file is damaged")
     cfg = _imported_config(source, dataset, report.model_options(pooling), overrides)
     from df2am.models import build_model
 

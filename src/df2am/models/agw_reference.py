@@ -66,7 +66,7 @@ from typing import Any
 import torch
 
 from df2am.config import ModelConfig
-from df2am.errors import CheckpointError
+from df2am.errors import CheckpointError, unreadable_reason
 from df2am.models.agw import NON_LOCAL_BLOCKS, AGWNet
 
 __all__ = [
@@ -435,9 +435,9 @@ def read_reference_checkpoint(
             obj: Any = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError (refused global), corrupt file, ...
         raise CheckpointError(
-            f"{p}: refused or unreadable: df2am loads checkpoints with weights_only=True "
-            f"(tensors, containers and numpy data only; nothing in the file is run) "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            f"{p}: refused or unreadable: {unreadable_reason(p, exc)} (df2am loads "
+            "checkpoints with weights_only=True: tensors, containers and numpy data only; "
+            "nothing in the file is run)"
         ) from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{p}: expected a dict, got {type(obj).__name__}")

@@ -44,9 +44,7 @@ from __future__ import annotations
 import errno
 import os
 import random
-import re
 import warnings
-import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -55,7 +53,7 @@ import numpy as np
 import torch
 
 from df2am.atomic import atomic_write
-from df2am.errors import CheckpointError
+from df2am.errors import CheckpointError, unreadable_reason
 
 __all__ = [
     "FORMAT_VERSION",
@@ -205,7 +203,8 @@ def load_checkpoint(
             warnings.simplefilter("ignore")
             obj = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # a corrupt file can fail anywhere in unpickling (struct.error, ...)
-        raise CheckpointError(f"{p}: not a df2am checkpoint: {_unreadable(p, exc)}") from None
+        raise CheckpointError(
+            f"{p}: not a df2am checkpoint: {unreadable_reason(p, exc)}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{p}: expected a checkpoint dict, got {type(obj).__name__}")
     for key in required:
@@ -229,25 +228,6 @@ def load_checkpoint(
     return obj
 
 
-def _unreadable(path: Path, exc: Exception) -> str:
-    """Why ``torch.load(weights_only=True)`` failed, in one plain sentence (never torch's
-    multi-line advice to disable safe loading)."""
-    with path.open("rb") as fh:
-        head = fh.read(4)
-    if not head:
-        return "the file is empty (0 bytes)"
-    needs_code = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-    if needs_code:
-        return (f"it holds a Python object ({needs_code.group(1)}) that only running code "
-                "could rebuild, and df2am never runs code from a file (a checkpoint holds "
-                "tensors and plain values)")
-    if head.startswith(b"PK"):
-        if zipfile.is_zipfile(path):
-            return "a zip archive that is not a PyTorch checkpoint (or is damaged inside)"
-        return "a truncated or corrupt PyTorch file (its zip archive is incomplete)"
-    if head[:1] == b"\x80":  # a pickle (protocol 2+)
-        return "a Python pickle that is not a PyTorch checkpoint (or a truncated one)"
-    return "not a PyTorch file (text or another format)"
 
 
 # --------------------------------------------------------------------------- RNG state
