@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -431,7 +432,10 @@ def read_reference_checkpoint(
     if not p.is_file():
         raise CheckpointError(f"{p}: no such file (expected an AGW reference checkpoint)")
     try:
-        with torch.serialization.safe_globals(_numpy_data_globals()):
+        # warnings: torch's note on foreign pickle protocols would precede the plain error.
+        with torch.serialization.safe_globals(_numpy_data_globals()), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             obj: Any = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError (refused global), corrupt file, ...
         raise CheckpointError(
