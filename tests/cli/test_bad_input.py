@@ -65,6 +65,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     e["text_ckpt"].write_text("not a checkpoint\n")
     e["pickle_ckpt"] = base / "ck" / "plain.pkl"
     e["pickle_ckpt"].write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    e["text_onnx"] = base / "ck" / "notes.onnx"
+    e["text_onnx"].write_text("not a graph\n")
     e["code_ckpt"] = base / "ck" / "code.pt"
     torch.save({"config": argparse.Namespace(a=1)}, e["code_ckpt"])
     g = base / "gallery"
@@ -195,6 +197,13 @@ CASES: dict[str, tuple[Callable[[dict], list], Callable[[dict], str]]] = {
     "export/onnx-is-folder": (lambda e: ["export", e["ckpt"], "--onnx", e["base"],
                                          "--modality", "ir"],
                               lambda e: f"--onnx {e['base']}: an existing folder"),
+    "export/parity-tolerance-nan": (lambda e: ["export", e["ckpt"], "--onnx",
+                                               e["base"] / "z.onnx", "--modality", "ir",
+                                               "--int8", "--calibration", e["gallery"],
+                                               "--parity-tolerance", "nan"],
+                                    lambda e: "--parity-tolerance must be a finite number"),
+    "extract/graph-not-onnx": (lambda e: _extract(e, e["text_onnx"]),
+                               lambda e: f"{e['text_onnx']}: not an ONNX graph"),
     # eval: protocol options the dataset does not have, output, checkpoint
     "eval/sysu-direction": (lambda e: ["eval", e["ckpt"], "--root", e["sysu"], "--direction",
                                        "v2t", "--out", e["base"] / "ev1", *CPU],

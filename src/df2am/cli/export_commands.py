@@ -131,6 +131,7 @@ def _run_export(args: argparse.Namespace) -> int:
     if not args.int8 and (args.calibration is not None or args.parity_root is not None):
         raise ConfigError("--calibration and --parity-root go with --int8")
     check_tolerance(args.tolerance)
+    check_tolerance(args.parity_tolerance, what="--parity-tolerance")
     check_output(args.onnx, what="--onnx")
     model, cfg = load_model(args.checkpoint, device="cpu")
     with tempfile.TemporaryDirectory(prefix="df2am_export_") as tmp:

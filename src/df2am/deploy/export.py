@@ -165,10 +165,11 @@ class InferenceGraph(nn.Module):
         return F.normalize(feats, dim=1)
 
 
-def check_tolerance(tolerance: float | None) -> None:
-    """A parity tolerance is a finite max-abs difference >= 0 (None: only measure)."""
+def check_tolerance(tolerance: float | None, what: str = "--tolerance") -> None:
+    """A parity tolerance is a finite difference >= 0 (None: only measure); NaN would make
+    every comparison pass."""
     if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
-        raise ConfigError(f"--tolerance must be a finite number >= 0, got {tolerance}")
+        raise ConfigError(f"{what} must be a finite number >= 0, got {tolerance}")
 
 
 def checkpoint_fingerprint(path: str | os.PathLike[str]) -> str:
@@ -431,7 +432,13 @@ def read_metadata(onnx_path: str | os.PathLike[str]) -> dict[str, str]:
         read_metadata("ir.onnx")["modality"]   # 'ir'
     """
     onnx = _require("onnx")
-    proto = onnx.load_model(str(onnx_path), load_external_data=False)
+    try:
+        proto = onnx.load_model(str(onnx_path), load_external_data=False)
+    except OSError as exc:
+        raise ExportError(f"cannot read ONNX graph {onnx_path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # protobuf's DecodeError and friends: not a graph
+        raise ExportError(f"{onnx_path}: not an ONNX graph (its content does not parse: "
+                          f"{type(exc).__name__})") from None
     return {p.key: p.value for p in proto.metadata_props}
 
 

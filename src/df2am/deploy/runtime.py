@@ -118,6 +118,8 @@ class _Graph:
     def __init__(self, path: Path, threads: int | None) -> None:
         if not path.is_file():
             raise ConfigError(f"ONNX graph not found: {path}")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {threads}")
         self.path = path
         self.meta = read_metadata(path)
         self.threads = threads
