@@ -52,6 +52,22 @@ def _edit_json(src: Path, dst: Path, edit: Callable[[dict], None]) -> Path:
     return dst
 
 
+def _reference_checkpoint(path: Path) -> Path:
+    """A checkpoint in the AGW reference code's layout ({'net': state dict with DataParallel's
+    prefix}; ResNet-18, no non-local blocks: small) whose layer4 holds one NaN."""
+    from df2am.config import ModelConfig
+    from df2am.models.agw import AGWNet
+    from df2am.models.agw_reference import _reference_key
+
+    cfg = ModelConfig(arch="agw", depth=18, non_local=False, pooling="avg", df2_module=False,
+                      test_feature="bn_global", pretrained="none")
+    state = {f"module.{_reference_key(k)}": v for k, v in AGWNet(cfg, 4).state_dict().items()
+             if not k.endswith("num_batches_tracked")}
+    state["module.base_resnet.base.layer4.1.conv2.weight"].view(-1)[7] = float("nan")
+    torch.save({"net": state, "epoch": 40}, path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("badinput")
@@ -98,6 +114,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (bad / "a.jpg").write_text("not an image")
     e["allbad"] = bad
     e["sysu"] = make_sysu(base / "sysu", per_folder=1)
+    e["nan_ref"] = _reference_checkpoint(base / "ck" / "agw_best.t")
     cfgs = base / "cfg"
     cfgs.mkdir()
     (cfgs / "empty.yaml").write_text("# nothing set\n")
@@ -220,6 +237,11 @@ CASES: dict[str, tuple[Callable[[dict], list], Callable[[dict], str]]] = {
     "import/text-file": (lambda e: ["import", e["text_ckpt"], "--from", "agw", "--out",
                                     e["base"] / "imp.pt"],
                          lambda e: f"{e['text_ckpt']}: refused or unreadable: not a PyTorch"),
+    "import/nan-weights": (lambda e: ["import", e["nan_ref"], "--from", "agw", "--out",
+                                      e["base"] / "imp.pt"],
+                           lambda e: f"{e['nan_ref']}: tensor "
+                                     "'module.base_resnet.base.layer4.1.conv2.weight' (in "
+                                     "'net') holds NaN"),
     "import/out-is-folder": (lambda e: ["import", e["ckpt"], "--from", "agw", "--out",
                                         e["base"], "--force"],
                              lambda e: f"--out {e['base']}: an existing folder"),
@@ -255,6 +277,8 @@ def test_bad_input_is_a_plain_error_naming_the_culprit(case, env, capsys, recwar
     assert len(lines) == 1 and culprit(env) in lines[0], (case, err)
     if case.startswith("extract/"):  # refused before anything was written
         assert not (env["base"] / "out" / "x.npy").exists()
+    if case.startswith("import/"):
+        assert not (env["base"] / "imp.pt").exists()
     if case == "extract/skip-bad-all-bad":
         assert "--skip-bad" not in lines[0]  # it was given: no advice to give it
 

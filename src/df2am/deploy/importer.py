@@ -223,8 +223,11 @@ def import_checkpoint(
         raise CheckpointError(f"{src}: {exc}") from None
     bad = first_non_finite(converted)
     if bad is not None:  # df2am would refuse to load the file written
-        raise CheckpointError(f"{src}: weight {bad!r} (df2am's name) holds NaN or infinite "
-                              "values: the source model diverged or the file is damaged")
+        key = report.stripped_prefix + report.mapped.get(bad, bad)
+        where = f" (in {entry!r})" if entry else ""
+        raise CheckpointError(f"{src}: tensor {key!r}{where} holds NaN or infinite values "
+                              f"(df2am's {bad}): the source model diverged or the file is "
+                              "damaged; nothing was written")
     cfg = _imported_config(source, dataset, report.model_options(pooling), overrides)
     from df2am.models import build_model
 
