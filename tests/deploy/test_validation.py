@@ -197,6 +197,25 @@ def test_check_threshold(bad):
     assert check_threshold(None) is None and check_threshold(0) == 0 and check_threshold(2) == 2
 
 
+def test_distances_stay_in_the_cosine_range():
+    """Rounding put 1 - q·g of a gallery row searched for itself at -1e-7: shown as such and,
+    calibrated, a threshold that search --threshold refuses."""
+    x = np.random.default_rng(0).normal(size=(400, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    flat = faiss.IndexFlatIP(64)
+    flat.add(x)
+    raw = 1.0 - flat.search(np.concatenate([x, -x]), 400)[0]
+    if raw.min() >= 0 and raw.max() <= 2:
+        pytest.skip("this CPU's rounding puts no distance outside [0, 2]")
+    _, dist = build_index(feature_set(x), "exact").search(np.concatenate([x, -x]), 400)
+    assert dist.min() == 0.0 and dist.max() <= 2.0
+    wrong = np.array([False, True, True])
+    with pytest.raises(SearchIndexError, match="1 validation query.* at distance 0"):
+        calibrate_threshold(np.array([0.0, 0.3, 0.4]), wrong, np.ones(3, bool), 0.0)
+    res = calibrate_threshold(np.array([0.05, 0.3]), wrong[:2], np.ones(2, bool), 0.0)
+    assert 0 < res["threshold"] < 0.05 and check_threshold(res["threshold"])
+
+
 def test_calibration_and_tolerance_refuse_non_finite():
     ok = np.ones(3, bool)
     with pytest.raises(SearchIndexError, match="1 non-finite"):

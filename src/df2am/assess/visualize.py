@@ -211,7 +211,7 @@ def rank_queries(split: TestSplit, indices: Sequence[int], top_k: int) -> list[d
             "gallery_index": [int(j) for j in order],
             "gallery": [split.gallery[j].path for j in order],
             "gallery_pid": [int(split.gallery[j].pid) for j in order],
-            "distance": [float(dist[j]) for j in order],
+            "distance": [float(np.clip(dist[j], 0.0, 2.0)) for j in order],  # rounding
             "correct": [bool(split.gallery[j].pid == q.pid) for j in order],
         })
     return out

@@ -250,4 +250,5 @@ def search(
     k = min(k, g.shape[0])
     # A stable sort keeps ties in gallery order, the same rule as the metrics (protocols.md).
     order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
-    return order, torch.gather(dist, 1, order)
+    # Rounding can put 1 - q·g a hair outside [0, 2], the range every distance shown has.
+    return order, torch.gather(dist, 1, order).clamp_(0.0, 2.0)

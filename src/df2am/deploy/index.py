@@ -243,7 +243,9 @@ class SearchIndex:
                 scores[short], rows[short] = self.index.search(x[short], k)
             finally:
                 self.index.nprobe = nprobe
-        dist = np.where(rows >= 0, 1.0 - scores, np.inf).astype(np.float32)
+        # Float rounding puts 1 - q·g of a near-duplicate a hair below 0: the convention
+        # (DISTANCE) is [0, 2], and a calibrated threshold must stay a valid --threshold.
+        dist = np.where(rows >= 0, np.clip(1.0 - scores, 0.0, 2.0), np.inf).astype(np.float32)
         return rows.astype(np.int64), dist
 
 
@@ -445,6 +447,12 @@ def calibrate_threshold(best_dist: np.ndarray, correct: np.ndarray, genuine: np.
     # Ties: a threshold accepts every query at that distance, so use the last of a run.
     allowed = [i for i in allowed if i == q - 1 or d[i + 1] > d[i]]
     if not allowed:
+        if d[0] <= 0.0:  # a threshold is a distance >= 0: it cannot exclude these
+            raise SearchIndexError(
+                f"no threshold in [0, 2] keeps the false-accept rate within {target_far:g}: "
+                f"{int((d <= 0).sum())} validation query(ies) are at distance 0 from their "
+                "top-1 and some of those have the wrong id (an image in the gallery under "
+                "another id?)")
         t = float(np.nextafter(d[0], -np.inf))  # accept nothing
         return {"threshold": t, "far": 0.0, "tar": 0.0, "target_far": target_far,
                 "queries": q, "genuine": int(np.sum(genuine))}

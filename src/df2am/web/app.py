@@ -254,6 +254,10 @@ class RunState:
         if metric == "cosine":  # the evaluator ranks by -cos; the user sees 1 - cos
             dist = dist + 1.0
         self.distance = DISTANCE if metric == "cosine" else "Euclidean distance"
+
+        def shown(d: float) -> float:  # rounding can put 1 - cos a hair outside [0, 2]
+            return float(min(max(d, 0.0), 2.0)) if metric == "cosine" else float(d)
+
         rule = proto.get("metric_rule", ds.metric_rule)
         g_ids = np.array([g.pid for g in gallery])
         g_cams = np.array([g.cam for g in gallery])
@@ -270,7 +274,7 @@ class RunState:
             valid = bool((g_ids[cols] == q.pid).any())
             ranked = [{"path": gallery[j].path, "url": f"/dataset/{gallery[j].path}",
                        "pid": int(g_ids[j]), "cam": int(g_cams[j]),
-                       "distance": float(dist[qi, j]), "correct": bool(g_ids[j] == q.pid)}
+                       "distance": shown(dist[qi, j]), "correct": bool(g_ids[j] == q.pid)}
                       for j in order[:k]]
             self.queries.append({"qi": qi, "path": q.path, "url": f"/dataset/{q.path}",
                                  "pid": int(q.pid), "cam": int(q.cam), "valid": valid,
