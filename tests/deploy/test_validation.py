@@ -92,6 +92,28 @@ def test_a_feature_set_is_checked_when_made_and_loaded(tmp_path: Path, caplog):
         (tmp_path / "g.json").write_text(json.dumps(bad))
         with pytest.raises(FeaturesError, match=message):
             load_features(tmp_path / "g")
+    # The array and the sidecar's description of it must agree; the files must be readable.
+    for edit, message in [(lambda m: m.__setitem__("dtype", "float16"),
+                           "'dtype' is 'float16' but g.npy holds 'float32'"),
+                          (lambda m: m.__setitem__("num_images", 5), "'num_images' is 5 but"),
+                          (lambda m: m.__setitem__("precision", "fp8"), "'precision' must be"),
+                          (lambda m: m.__setitem__("runtime", "tf"), "'runtime' must be one")]:
+        bad = json.loads(json.dumps(meta))
+        edit(bad)
+        (tmp_path / "g.json").write_text(json.dumps(bad))
+        with pytest.raises(FeaturesError, match=message):
+            load_features(tmp_path / "g")
+    (tmp_path / "g.json").write_text("\ufeff" + json.dumps(meta), encoding="utf-8")
+    assert load_features(tmp_path / "g").paths == fs.paths  # an editor's byte-order mark
+    (tmp_path / "g.json").write_text("{'paths': []}")
+    with pytest.raises(FeaturesError, match=r"g\.json: not a readable JSON sidecar"):
+        load_features(tmp_path / "g")
+    (tmp_path / "g.json").write_text(json.dumps(meta))
+    for data in (b"", np.load(tmp_path / "g.npy").tobytes()[:40], b"\x93NUMPY\x01"):
+        (tmp_path / "e.npy").write_bytes(data)
+        (tmp_path / "e.json").write_text(json.dumps(meta))
+        with pytest.raises(FeaturesError, match=r"e\.npy: not a readable NumPy array file"):
+            load_features(tmp_path / "e", mmap=bool(data))
     meta["paths"][1] = meta["paths"][0]  # legal but odd: noted
     (tmp_path / "g.json").write_text(json.dumps(meta))
     with caplog.at_level(logging.WARNING):
@@ -168,6 +190,22 @@ def test_build_refuses_before_faiss_and_load_rechecks(tmp_path: Path):
     (tmp_path / "h.json").write_text(json.dumps(meta))
     with pytest.raises(SearchIndexError, match="'type' is 'exact' but h.faiss holds a"):
         load_index(path)
+    # The sidecar's other descriptions must agree too; an unreadable FAISS file is named.
+    path = save_index(build_index(fs, "exact"), tmp_path / "e").with_suffix("")
+    good = (tmp_path / "e.json").read_text()
+    for key, value, message in [("ntotal", 4, "'ntotal' is 4 but 'paths' lists 10 images"),
+                                ("precision", "int4", "'precision' must be one of")]:
+        (tmp_path / "e.json").write_text(json.dumps({**json.loads(good), key: value}))
+        with pytest.raises(SearchIndexError, match=message):
+            load_index(path)
+    (tmp_path / "e.json").write_text("\ufeff" + good, encoding="utf-8")
+    assert load_index(path).meta["ntotal"] == 10  # an editor's byte-order mark is fine
+    whole = (tmp_path / "e.faiss").read_bytes()
+    for data in (b"", whole[:60], b"not an index"):
+        (tmp_path / "e.faiss").write_bytes(data)
+        with pytest.raises(SearchIndexError,
+                           match=r"e\.faiss: not a readable FAISS index \(empty, truncated"):
+            load_index(path)
 
 
 def test_search_returns_k_rows_or_refuses(tmp_path: Path):

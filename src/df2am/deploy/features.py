@@ -34,8 +34,10 @@ Validation (this module owns the feature-file input kind): a :class:`FeatureSet`
 when it is made (:func:`check_features`: a 2-D float16/float32 array, at least one row, every
 value finite, no all-zero row, one path per row), so an extraction that produced NaN refuses
 to save and a hand-made or damaged ``.npy`` refuses to load; :func:`load_features` also checks
-the sidecar (every key present with its type, row count and dimension equal to the array's)
-and notes duplicated paths with a warning. List files (:func:`read_list_file`): UTF-8 with or
+the sidecar (every key present with its type; row count, dimension, ``dtype`` and
+``num_images`` equal to the array's; ``runtime`` and ``precision`` values df2am writes; UTF-8
+with or without a byte-order mark), refuses an empty or truncated ``.npy`` naming it, and
+notes duplicated paths with a warning. List files (:func:`read_list_file`): UTF-8 with or
 without a byte-order mark, LF or CRLF, blank lines and ``#`` comments skipped; a duplicated
 entry is extracted once (a warning names the list file and both lines): a gallery holding one
 image twice would show it twice in every ranking and count it twice in a calibration.
@@ -243,6 +245,28 @@ def _check_sidecar(meta: Any, js: Path) -> None:
         raise FeaturesError(f"{js}: 'paths' must list strings")
     if meta["modality"] not in ("rgb", "ir"):
         raise FeaturesError(f"{js}: 'modality' must be 'rgb' or 'ir', got {meta['modality']!r}")
+    check_numerics_keys(meta, js, FeaturesError)
+
+
+#: The values of the sidecars' ``runtime`` and ``precision`` keys (features and indexes).
+NUMERICS = {"runtime": ("torch", "onnxruntime"), "precision": ("fp32", "bf16", "int8")}
+
+
+def check_numerics_keys(meta: dict[str, Any], js: Path, error: type[Exception]) -> None:
+    """``runtime`` and ``precision``, where a sidecar has them, are values df2am writes: they
+    decide whether int8 and float features may be compared."""
+    for key, allowed in NUMERICS.items():
+        if key in meta and meta[key] not in allowed:
+            raise error(f"{js}: {key!r} must be one of {list(allowed)}, got {meta[key]!r}")
+
+
+def read_sidecar(js: Path, error: type[Exception]) -> Any:
+    """The JSON document of a sidecar (UTF-8, with or without a byte-order mark: an editor's
+    save), or ``error`` naming the file."""
+    try:
+        return json.loads(js.read_bytes().decode("utf-8-sig"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise error(f"{js}: not a readable JSON sidecar: {exc}") from None
 
 
 def _note_duplicates(paths: Sequence[str], where: str) -> None:
@@ -298,16 +322,20 @@ def load_features(path: str | os.PathLike[str], *, mmap: bool = False) -> Featur
     for f in (npy, js):
         if not f.is_file():
             raise FeaturesError(f"feature file not found: {f} (expected {npy.name} + {js.name})")
+    meta = read_sidecar(js, FeaturesError)
     try:
-        meta = json.loads(js.read_text(encoding="utf-8"))
         arr = np.load(npy, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise FeaturesError(f"cannot read features {npy} / {js}: {exc}") from None
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
+        raise FeaturesError(f"{npy}: not a readable NumPy array file (empty, truncated or "
+                            f"another format): {exc}") from None
     _check_sidecar(meta, js)
     if arr.ndim != 2 or arr.shape[0] != len(meta["paths"]) or arr.shape[1] != meta["dim"]:
         raise FeaturesError(
             f"{npy}: array {arr.shape} does not match {js.name} "
             f"({len(meta['paths'])} paths × {meta['dim']})")
+    for key, value in (("dtype", str(arr.dtype)), ("num_images", int(arr.shape[0]))):
+        if key in meta and meta[key] != value:
+            raise FeaturesError(f"{js}: {key!r} is {meta[key]!r} but {npy.name} holds {value!r}")
     keys = {f for f in FeatureSet.__dataclass_fields__ if f != "features"}
     try:
         fs = FeatureSet(features=arr, **{k: meta[k] for k in keys if k in meta})

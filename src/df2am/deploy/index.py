@@ -34,11 +34,14 @@ Validation (this module owns index parameters and thresholds): :func:`check_para
 range of every FAISS parameter (``nlist`` in 1..N, ``nprobe`` in 1..nlist, HNSW ``m`` in
 2..512, ``ef_search`` and ``ef_construction`` >= 1), applied when an index is built (naming the
 option) *and* when one is loaded (naming ``INDEX.json`` and the key: a hand-edited sidecar),
-before FAISS sees a value: several bad values crash FAISS natively. :func:`check_threshold`:
-an open-set threshold is a cosine distance, finite and in [0, 2]. A search returns exactly
-``k`` matches per query when the gallery has ``k`` rows: HNSW searches with a beam of at least
-``k`` (``max(ef_search, k)``), and an IVF query whose visited cells hold fewer than ``k`` rows
-is searched again over every cell; ``-1`` rows (FAISS's "none") are never a match.
+before FAISS sees a value: several bad values crash FAISS natively. The sidecar's ``ntotal``,
+``runtime`` and ``precision`` must agree with the index and the values df2am writes; an
+empty, truncated or foreign ``.faiss`` file is named in one line (not FAISS's C++ trace).
+:func:`check_threshold`: an open-set threshold is a cosine distance, finite and in [0, 2]. A
+search returns exactly ``k`` matches per query when the gallery has ``k`` rows: HNSW searches
+with a beam of at least ``k`` (``max(ef_search, k)``), and an IVF query whose visited cells
+hold fewer than ``k`` rows is searched again over every cell; ``-1`` rows (FAISS's "none") are
+never a match.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from df2am.atomic import atomic_path, atomic_write
-from df2am.deploy.features import FeatureSet
+from df2am.deploy.features import FeatureSet, check_numerics_keys, read_sidecar
 from df2am.errors import ConfigError, Df2amError
 
 __all__ = [
@@ -352,15 +356,15 @@ def load_index(path: str | os.PathLike[str]) -> SearchIndex:
     for f in (fidx, js):
         if not f.is_file():
             raise SearchIndexError(f"index file not found: {f} (expected {fidx.name} + {js.name})")
-    try:
-        meta = json.loads(js.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SearchIndexError(f"cannot read index sidecar {js}: {exc}") from None
+    meta = read_sidecar(js, SearchIndexError)
     _check_sidecar(meta, js)  # before FAISS reads anything the sidecar configures
     try:
         index = faiss.read_index(str(fidx))
     except (OSError, ValueError, RuntimeError) as exc:
-        raise SearchIndexError(f"cannot read index {fidx} / {js.name}: {exc}") from None
+        said = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        said = re.sub(r"^.*?\.cpp:\d+: (Error: '.*?' failed: )?", "", said)
+        raise SearchIndexError(f"{fidx}: not a readable FAISS index (empty, truncated or "
+                               f"another format; FAISS: {said})") from None
     _check_matches(index, meta, fidx, js, faiss)
     if meta["type"] == "ivf":
         index.nprobe = meta["params"]["nprobe"]  # a search-time setting: not in the file
@@ -389,6 +393,10 @@ def _check_sidecar(meta: Any, js: Path) -> None:
                                f"{meta['modality']!r}")
     if not all(isinstance(p, str) for p in meta["paths"]):
         raise SearchIndexError(f"{js}: 'paths' must list strings")
+    if "ntotal" in meta and meta["ntotal"] != len(meta["paths"]):
+        raise SearchIndexError(f"{js}: 'ntotal' is {meta['ntotal']!r} but 'paths' lists "
+                               f"{len(meta['paths'])} images")
+    check_numerics_keys(meta, js, SearchIndexError)
     if meta["type"] not in INDEX_KINDS:
         raise SearchIndexError(f"{js}: 'type' must be one of {INDEX_KINDS}, got "
                                f"{meta['type']!r}")
