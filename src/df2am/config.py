@@ -357,6 +357,11 @@ class Config:
         ds.check_applicable(changed, spell="eval.{}".format, advice=lambda name: (
             f"leave eval.{name} at its default {getattr(defaults, name)!r}"))
         ds.resolve_options(**{name: getattr(self.eval, name) for name in ds.option_choices})
+        if self.eval.split_file and self.eval.sampler != "official":
+            raise ConfigError(
+                f"eval.split_file={self.eval.split_file!r} is the official sampler's split, but "
+                f"eval.sampler={self.eval.sampler} draws its own galleries and would ignore it: "
+                "set eval.sampler=official, or leave eval.split_file empty")
         trial, default_trial = self.data.trial, DataConfig().trial
         if ds.trial_per_model:
             if trial not in ds.trials:

@@ -140,7 +140,8 @@ def load_test_split(
     """The query/gallery of one trial and their features (the evaluator's extraction).
 
     ``trial`` None = the model's own trial for per-model datasets (RegDB: ``cfg.data.trial``),
-    else the dataset's first trial. Unset protocol options default to ``cfg.eval``.
+    else the dataset's first trial. Unset protocol options default to ``cfg.eval`` (on
+    another dataset than ``cfg.data.dataset``: to that dataset's defaults).
     ``query_index`` is checked against the query set before any feature is extracted.
     """
     root = Path(root)
@@ -149,9 +150,11 @@ def load_test_split(
     name = dataset or cfg.data.dataset
     ds = get_dataset(name, key="--dataset")
     ds.check_applicable({"mode": mode, "direction": direction})
-    options = ds.resolve_options(mode=mode or cfg.eval.mode, sampler=cfg.eval.sampler,
-                                 shots=cfg.eval.shots, split_file=cfg.eval.split_file,
-                                 direction=direction or cfg.eval.direction)
+    # cfg.eval's protocol options belong to cfg.data.dataset; another takes its own defaults.
+    ev = cfg.eval if name == cfg.data.dataset else None
+    options = ds.resolve_options(
+        mode=mode or (ev and ev.mode), sampler=ev and ev.sampler, shots=ev and ev.shots,
+        split_file=ev and ev.split_file, direction=direction or (ev and ev.direction))
     if trial is None:
         trial = cfg.data.trial if ds.trial_per_model else ds.trials[0]
     trial = ds.check_trial(trial)
