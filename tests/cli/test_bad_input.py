@@ -106,6 +106,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     e["no_fp"] = _edit_json(e["index"], base / "i" / "nofp", lambda m: m.pop("fingerprint"))
     e["afile"] = base / "afile"
     e["afile"].write_text("a regular file")
+    e["ids_list"] = base / "ids.json"
+    e["ids_list"].write_text('["0000", "0001"]')
     e["latin1"] = base / "latin1.txt"
     e["latin1"].write_bytes("caf\xe9/1.png\n".encode("latin-1"))
     e["tiny_img"] = _image(base / "odd" / "dot.png", 1, 1)
@@ -154,6 +156,9 @@ CASES: dict[str, tuple[Callable[[dict], list], Callable[[dict], str]]] = {
                                        "pickle"),
     "extract/pickle-needing-code": (lambda e: _extract(e, e["code_ckpt"]),
                                     lambda e: "argparse.Namespace"),
+    "extract/checkpoint-is-folder": (lambda e: _extract(e, e["gallery"]),
+                                     lambda e: f"{e['gallery']} is a folder: expected a "
+                                               "checkpoint file"),
     "extract/list-not-utf8": (lambda e: _extract(e, None, e["latin1"]),
                               lambda e: f"list file {e['latin1']} is not UTF-8"),
     "extract/image-as-list": (lambda e: _extract(e, None, e["query"]),
@@ -189,6 +194,10 @@ CASES: dict[str, tuple[Callable[[dict], list], Callable[[dict], str]]] = {
     "calibrate/edited-nprobe": (lambda e: ["index", "calibrate", e["nprobe0"], "--queries",
                                            e["feats"]],
                                 lambda e: "nprobe0.json: params.nprobe must be in 1..2"),
+    "calibrate/ids-not-a-mapping": (lambda e: ["index", "calibrate", e["index"], "--queries",
+                                               e["feats"], "--query-ids", e["ids_list"]],
+                                    lambda e: f"id mapping {e['ids_list']}: expected a JSON "
+                                              "object"),
     "calibrate/json-is-folder": (lambda e: ["index", "calibrate", e["index"], "--queries",
                                             e["feats"], "--json", e["base"]],
                                  lambda e: f"--json {e['base']}: an existing folder"),
@@ -219,6 +228,8 @@ CASES: dict[str, tuple[Callable[[dict], list], Callable[[dict], str]]] = {
                                                "--int8", "--calibration", e["gallery"],
                                                "--parity-tolerance", "nan"],
                                     lambda e: "--parity-tolerance must be a finite number"),
+    "extract/threads-0": (lambda e: _extract(e, None, None, "--threads", "0"),
+                          lambda e: "--threads must be >= 1, got 0"),
     "extract/graph-not-onnx": (lambda e: _extract(e, e["text_onnx"]),
                                lambda e: f"{e['text_onnx']}: not an ONNX graph"),
     # eval: protocol options the dataset does not have, output, checkpoint
@@ -327,9 +338,11 @@ def test_duplicate_list_entries_are_extracted_once_with_a_warning(env, capsys, c
 
 def test_odd_images_and_parameters_are_warnings(env, capsys, caplog):
     rc, _, err = run_cli(["extract", env["ckpt"], "--images", env["tiny_img"].parent,
-                          "--modality", "ir", "--out", env["base"] / "odd", *CPU], capsys)
+                          "--modality", "ir", "--out", env["base"] / "odd", *CPU,
+                          "--threads", "2"], capsys)
     assert rc == 0, err
     assert f"image {env['tiny_img']}: 1x1 px is under 16 px" in caplog.text
+    assert "--threads 2: ONNX Runtime's setting, but no .onnx graph runs here" in caplog.text
     rc, _, err = run_cli(["index", "build", env["feats"], "--out", env["base"] / "ex",
                           "--nlist", "4"], capsys)
     assert rc == 0 and "--nlist: not a parameter of --type exact, ignored" in caplog.text, err

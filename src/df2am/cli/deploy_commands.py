@@ -93,6 +93,9 @@ def _run_extract(args: argparse.Namespace) -> int:
 
 
 def _check_checkpoint(path: Path) -> None:
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder: expected a checkpoint file (model_final.pt) "
+                              "or an exported graph (.onnx)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
 
@@ -194,9 +197,12 @@ def _ids(paths: list[str], source: str) -> list[str]:
         return [Path(p).parent.name for p in paths]
     mapping_file = Path(source)
     try:
-        mapping = json.loads(mapping_file.read_text())
+        mapping = json.loads(mapping_file.read_bytes().decode("utf-8-sig"))
     except (OSError, ValueError) as exc:
         raise DatasetError(f"id mapping {mapping_file}: cannot read JSON ({exc})") from None
+    if not isinstance(mapping, dict):
+        raise DatasetError(f"id mapping {mapping_file}: expected a JSON object {{\"path\": "
+                           f"id, ...}}, got a {type(mapping).__name__}")
     missing = [p for p in paths if p not in mapping]
     if missing:
         raise DatasetError(f"id mapping {mapping_file} has no id for {len(missing)} path(s), "

@@ -248,14 +248,12 @@ def _check_sidecar(meta: Any, js: Path) -> None:
     check_numerics_keys(meta, js, FeaturesError)
 
 
-#: The values of the sidecars' ``runtime`` and ``precision`` keys (features and indexes).
-NUMERICS = {"runtime": ("torch", "onnxruntime"), "precision": ("fp32", "bf16", "int8")}
-
-
 def check_numerics_keys(meta: dict[str, Any], js: Path, error: type[Exception]) -> None:
     """``runtime`` and ``precision``, where a sidecar has them, are values df2am writes: they
     decide whether int8 and float features may be compared."""
-    for key, allowed in NUMERICS.items():
+    from df2am.deploy.runtime import PRECISIONS, RUNTIMES  # runtime imports the exporter
+
+    for key, allowed in (("runtime", RUNTIMES), ("precision", PRECISIONS)):
         if key in meta and meta[key] not in allowed:
             raise error(f"{js}: {key!r} must be one of {list(allowed)}, got {meta[key]!r}")
 
@@ -608,8 +606,9 @@ def extract_images(
 def _load_extractor(source: str | os.PathLike[str], modality: str, *, device: str, bf16: bool,
                     threads: int | None) -> tuple[Any, Config, dict[str, Any]]:
     """``(model, cfg, FeatureSet provenance fields)`` of a checkpoint or an exported graph."""
-    from df2am.deploy.runtime import GraphModel, is_graph
+    from df2am.deploy.runtime import GraphModel, check_threads, is_graph
 
+    check_threads(threads, used=is_graph(source))
     if is_graph(source):
         if bf16:
             raise ConfigError("--bf16 is for PyTorch checkpoints; a graph has its own precision "
