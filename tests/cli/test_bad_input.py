@@ -77,6 +77,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     obj["model"]["backbone.stem_ir.conv1.weight"].view(-1)[0] = float("nan")
     torch.save(obj, base / "ck" / "nan.pt")
     e["nan_ckpt"] = base / "ck" / "nan.pt"
+    obj = torch.load(e["ckpt"], weights_only=True)  # finite weights whose activations overflow
+    for stem in ("rgb", "ir"):
+        obj["model"][f"backbone.stem_{stem}.conv1.weight"] *= 1e38
+    torch.save(obj, base / "ck" / "huge.pt")
+    e["huge_ckpt"] = base / "ck" / "huge.pt"
     e["text_ckpt"] = base / "ck" / "notes.pt"
     e["text_ckpt"].write_text("not a checkpoint\n")
     e["pickle_ckpt"] = base / "ck" / "plain.pkl"
@@ -249,6 +254,18 @@ CASES: dict[str, tuple[Callable[[dict], list], Callable[[dict], str]]] = {
     "eval/rerank-k1-without-rerank": (lambda e: ["eval", e["ckpt"], "--root", e["sysu"],
                                                  "--rerank-k1", "5", *CPU],
                                       lambda e: "--rerank-k1 tunes re-ranking, which is off"),
+    "eval/overflowing-model": (lambda e: ["eval", e["huge_ckpt"], "--root", e["sysu"],
+                                          "--trials", "1", "--out", e["base"] / "ev3", *CPU],
+                               lambda e: f"{e['huge_ckpt']}: the model gave non-finite "
+                                         "features for"),
+    "visualize/overflowing-model": (lambda e: ["visualize", e["huge_ckpt"], "--root", e["sysu"],
+                                               "--queries", "1", "--out", e["base"] / "vis",
+                                               *CPU],
+                                    lambda e: f"{e['huge_ckpt']}: the model gave non-finite "
+                                              "features for"),
+    "extract/overflowing-model": (lambda e: _extract(e, e["huge_ckpt"]),
+                                  lambda e: "the model gave non-finite features for 6 of 6 "
+                                            "images"),
     "eval/out-is-a-file": (lambda e: ["eval", e["ckpt"], "--root", e["sysu"], "--out",
                                       e["afile"], *CPU],
                            lambda e: f"--out {e['afile']}: an existing file"),
@@ -300,6 +317,8 @@ def test_bad_input_is_a_plain_error_naming_the_culprit(case, env, capsys, recwar
         assert not (env["base"] / "out" / "x.npy").exists()
     if case.startswith("import/"):
         assert not (env["base"] / "imp.pt").exists()
+    if case.startswith(("eval/", "visualize/")):  # no results or figures of such numbers
+        assert not any((env["base"] / d).exists() for d in ("ev1", "ev2", "ev3", "vis"))
     if case == "extract/skip-bad-all-bad":
         assert "--skip-bad" not in lines[0]  # it was given: no advice to give it
 

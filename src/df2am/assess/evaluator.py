@@ -58,7 +58,7 @@ from df2am.data.datasets import TestOptions, get_dataset
 from df2am.data.loader import build_test_loader
 from df2am.data.records import ImageRecord
 from df2am.device import resolve_device
-from df2am.errors import ConfigError, DatasetError
+from df2am.errors import ConfigError, DatasetError, EvaluationError
 from df2am.evaluation import (
     CMC_RANKS,
     AlignmentReport,
@@ -268,6 +268,13 @@ def extract_records(
         raise DatasetError(
             f"the test loader yielded {feats.shape[0]} images for {len(records)} records"
         )
+    bad = ~torch.isfinite(feats).all(dim=1) if feats.numel() else torch.zeros(0, dtype=bool)
+    if bool(bad.any()):  # no metric, ranking or plot is computed from them
+        first = int(torch.nonzero(bad)[0, 0])
+        raise EvaluationError(
+            f"the model gave non-finite features for {int(bad.sum())} of {len(records)} "
+            f"{modality} images (first: {records[first].path}): its activations overflow (or "
+            "its weights were damaged); it cannot be evaluated")
     return feats
 
 
