@@ -363,8 +363,12 @@ def test_odd_images_and_parameters_are_warnings(env, capsys, caplog):
     assert f"image {env['tiny_img']}: 1x1 px is under 16 px" in caplog.text
     assert "--threads 2: ONNX Runtime's setting, but no .onnx graph runs here" in caplog.text
     rc, _, err = run_cli(["index", "build", env["feats"], "--out", env["base"] / "ex",
-                          "--nlist", "4"], capsys)
+                          "--nlist", "4", "--target-recall", "0.5"], capsys)
     assert rc == 0 and "--nlist: not a parameter of --type exact, ignored" in caplog.text, err
+    assert "--target-recall: ignored (options of --type auto, not of --type exact)" in caplog.text
+    rc, _, err = run_cli(["index", "build", env["feats"], "--out", env["base"] / "au",
+                          "--type", "auto", "--candidates", "exact", "--m", "8"], capsys)
+    assert rc == 0 and "--m: ignored (--type auto chooses the parameters itself)" in caplog.text
 
 
 def test_search_says_why_fewer_than_top_k(env, capsys, caplog):

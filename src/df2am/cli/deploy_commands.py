@@ -118,10 +118,10 @@ def _register_index(sub: argparse._SubParsersAction) -> None:
     b.add_argument("features", type=Path, help="FEATS (from df2am extract)")
     b.add_argument("--out", type=Path, required=True, help="INDEX: writes INDEX.faiss + .json")
     b.add_argument("--type", choices=["exact", "ivf", "hnsw", "auto"], default="exact")
-    b.add_argument("--target-recall", type=float, default=0.95,
+    b.add_argument("--target-recall", type=float,
                    help="auto: least recall@10 against exact search (default 0.95)")
     b.add_argument("--candidates", nargs="+", choices=["exact", "ivf", "hnsw"],
-                   default=["exact", "ivf", "hnsw"], help="auto: the kinds tried (default all)")
+                   help="auto: the kinds tried (default all)")
     b.add_argument("--queries", type=Path, dest="auto_queries", metavar="FEATS",
                    help="auto: measure recall with these query features (e.g. a sample of IR "
                    "queries) instead of held-out gallery rows")
@@ -156,6 +156,7 @@ def _run_index_build(args: argparse.Namespace) -> int:
 
     for f in index_paths(args.out):
         check_output(f, what="--out")
+    _note_ignored_options(args)
     fs = load_features(args.features, mmap=True)
     if args.type == "auto":
         index = _auto_index(fs, args)
@@ -169,8 +170,24 @@ def _run_index_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _note_ignored_options(args: argparse.Namespace) -> None:
+    """Options of ``index build`` that the chosen --type does not use: a warning each."""
+    if args.type == "auto":
+        ours = ["--nlist", "--nprobe", "--m", "--ef-search", "--ef-construction"]
+        why = "--type auto chooses the parameters itself"
+    else:
+        ours = ["--target-recall", "--candidates", "--queries"]
+        why = f"options of --type auto, not of --type {args.type}"
+    given = [o for o in ours
+             if getattr(args, {"--queries": "auto_queries"}.get(o, o[2:].replace("-", "_")))
+             is not None]
+    if given:
+        logger.warning("%s: ignored (%s)", ", ".join(given), why)
+
+
 def _auto_index(fs: Any, args: argparse.Namespace) -> Any:
     from df2am.deploy.features import load_features
+    from df2am.deploy.index import INDEX_KINDS
     from df2am.deploy.index_auto import choose_index
 
     queries = None
@@ -180,7 +197,8 @@ def _auto_index(fs: Any, args: argparse.Namespace) -> Any:
             raise DatasetError(f"--queries {args.auto_queries} come from another model or "
                                f"preprocessing than {args.features} (fingerprints differ)")
         queries = np.asarray(q.features)
-    index = choose_index(fs, target_recall=args.target_recall, kinds=args.candidates,
+    index = choose_index(fs, target_recall=0.95 if args.target_recall is None
+                         else args.target_recall, kinds=args.candidates or INDEX_KINDS,
                          queries=queries, features_path=str(args.features.resolve()))
     auto = index.meta["auto"]
     params = ", ".join(f"{k}={v}" for k, v in index.meta["params"].items())
