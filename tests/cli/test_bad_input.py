@@ -291,6 +291,9 @@ CASES: dict[str, tuple[Callable[[dict], list], Callable[[dict], str]]] = {
                            lambda e: f"{e['nan_ref']}: tensor "
                                      "'module.base_resnet.base.layer4.1.conv2.weight' (in "
                                      "'net') holds NaN"),
+    "import/a-df2am-checkpoint": (lambda e: ["import", e["ckpt"], "--from", "agw", "--out",
+                                             e["base"] / "imp.pt"],
+                                  lambda e: f"{e['ckpt']}: already a df2am checkpoint"),
     "import/out-is-folder": (lambda e: ["import", e["ckpt"], "--from", "agw", "--out",
                                         e["base"], "--force"],
                              lambda e: f"--out {e['base']}: an existing folder"),

@@ -445,6 +445,10 @@ def read_reference_checkpoint(
         ) from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{p}: expected a dict, got {type(obj).__name__}")
+    if "format_version" in obj and "config" in obj:
+        raise CheckpointError(f"{p}: already a df2am checkpoint (format_version "
+                              f"{obj['format_version']}): every verb takes it as it is; there "
+                              "is nothing to import")
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return dict(obj), ""
     for where in ("net", "state_dict", "model"):
