@@ -277,6 +277,9 @@ CASES: dict[str, tuple[Callable[[dict], list], Callable[[dict], str]]] = {
     "extract/overflowing-model": (lambda e: _extract(e, e["huge_ckpt"]),
                                   lambda e: "the model gave non-finite features for 6 of 6 "
                                             "images"),
+    "eval/batch-size-0": (lambda e: ["eval", e["ckpt"], "--root", e["sysu"], "--batch-size",
+                                     "0", *CPU],
+                          lambda e: "--batch-size (batch size) must be >= 1, got 0"),
     "eval/out-is-a-file": (lambda e: ["eval", e["ckpt"], "--root", e["sysu"], "--out",
                                       e["afile"], *CPU],
                            lambda e: f"--out {e['afile']}: an existing file"),

@@ -420,7 +420,7 @@ def _resolve_options(
     feature = feature or cfg.model.test_feature
     flip = cfg.model.flip_test if flip is None else flip
     if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
-        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        raise ConfigError(f"--batch-size (batch size) must be >= 1, got {batch_size}")
     batch_size = batch_size or ev.batch_size
     # The checkpoint's eval.* protocol options belong to the dataset it was trained on: on
     # another one (--dataset) the options not given take that dataset's defaults.
