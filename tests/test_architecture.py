@@ -33,7 +33,7 @@ BASE = {"errors", "config"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "config": {"errors", "data"},  # valid data.dataset / protocol options: the registry
-    "atomic": set(),
+    "atomic": {"errors"},  # check_output raises OutputPathError
     "device": {"errors"},
     "data": BASE,
     "models": BASE,

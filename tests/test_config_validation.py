@@ -184,6 +184,14 @@ def test_sysu_only_options_are_errors_elsewhere(dataset, option):
         load_config(None, [f"data.dataset={dataset}", f"eval.direction={direction}", option])
 
 
+def test_split_file_only_with_the_official_sampler():
+    with pytest.raises(ConfigError, match=r"eval\.split_file='x\.mat' is the official "
+                                          r"sampler's split, but eval\.sampler=seeded"):
+        load_config(None, ["eval.split_file=x.mat"])
+    cfg = load_config(None, ["eval.split_file=x.mat", "eval.sampler=official"])
+    assert cfg.eval.split_file == "x.mat"
+
+
 def test_data_trial_only_for_datasets_with_one_model_per_trial():
     for dataset, direction in (("sysu", "v2t"), ("llcm", "i2v")):
         with pytest.raises(ConfigError, match=r"data\.trial=3 does not apply to"):

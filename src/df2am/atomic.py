@@ -20,6 +20,14 @@ it, so that the new content (not only the name) survives a power loss.
 The temporary file is ``.<name>.tmp``; one left by a killed writer is replaced by the next
 write (the trainer also removes them from a run directory when it starts:
 :data:`TMP_GLOB`). Files get the user's normal permissions (``0666`` less the umask).
+
+:func:`check_output` is the one check of an output path *before* the work that produces it
+(``df2am extract --out``, ``export --onnx``, ``eval --out``, ``search --json``, ...): a file
+where a folder is needed, a folder where a file is needed, or a parent that cannot be written
+is an :class:`~df2am.errors.OutputPathError` naming the option and the path::
+
+    check_output("out/gallery.npy", what="--out")          # a file to write
+    check_output("runs/x/eval", what="--out", folder=True)  # a folder to create or fill
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from df2am.errors import OutputPathError
 
 #: The pattern of the temporary files written here (for cleaning up after a crash).
 TMP_GLOB = ".*.tmp"
@@ -67,6 +77,35 @@ def atomic_write(
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """``path.write_text(text)`` (UTF-8), atomically."""
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def check_output(path: str | os.PathLike[str], *, what: str, folder: bool = False) -> Path:
+    """Refuse an output path that cannot be written, before any work; return it as a Path.
+
+    ``folder=False``: ``path`` is a file to (over)write: it must not be a folder, and its
+    nearest existing ancestor must be a writable folder (parents are created later).
+    ``folder=True``: ``path`` is a folder to create or write into: it must not be a file, and
+    it (or its nearest existing ancestor) must be a writable folder.
+
+    Raises:
+        OutputPathError: naming ``what`` (the option, e.g. ``--out``) and the path.
+    """
+    p = Path(path)
+    if p.exists():
+        if folder and not p.is_dir():
+            raise OutputPathError(f"{what} {p}: an existing file, but a folder is needed")
+        if not folder and p.is_dir():
+            raise OutputPathError(f"{what} {p}: an existing folder, but a file is needed")
+    anc = p if folder and p.is_dir() else p.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise OutputPathError(
+            f"{what} {p}: {anc} is a file, so the folder {p if folder else p.parent} cannot "
+            "be created")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{what} {p}: the folder {anc} is not writable")
+    return p
 
 
 def _fsync_file(path: Path) -> None:

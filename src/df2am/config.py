@@ -21,10 +21,12 @@ it came from) and what was expected, so a typo can never be silently ignored:
   lines, never "last one wins". A ``key=value`` override given twice on the command line is
   *not* an error: overrides apply left to right and the later one wins (sweeps append a run's
   overrides after the spec's, on purpose);
-* a config file that is missing, a directory, not UTF-8 (the byte offset is named) or not
-  valid YAML (the line is named);
+* a config file that is missing, a directory, not UTF-8 (the byte offset is named), not
+  valid YAML (the line is named) or empty (no key: it would silently train the defaults);
 * protocol options the dataset does not have, set to a non-default value (``eval.mode=indoor``
-  with RegDB; ``data.trial=3`` with SYSU-MM01, whose trials are gallery draws of one model).
+  with RegDB; ``data.trial=3`` with SYSU-MM01, whose trials are gallery draws of one model) —
+  the rule ``df2am eval --mode``/``--direction`` follows too
+  (:meth:`df2am.data.datasets.base.Dataset.check_applicable`);
 * model options of another architecture (:data:`ARCH_OPTIONS`: ``model.df2_module=true`` or
   ``model.test_feature=fused`` with ``model.arch=agw``), and loss or augmentation switches
   that have no effect together (``loss.triplet_margin`` with ``loss.triplet_type=wrt``).
@@ -350,16 +352,16 @@ class Config:
 
         ds = get_dataset(self.data.dataset, "data.dataset")
         defaults = EvalConfig()
-        for name in OPTION_NAMES:
-            value, default = getattr(self.eval, name), getattr(defaults, name)
-            if name not in ds.option_choices and value != default:
-                has = ", ".join(f"eval.{k}" for k in ds.option_choices) or "none"
-                raise ConfigError(
-                    f"eval.{name}={value!r} does not apply to {ds.title} "
-                    f"(data.dataset={ds.name}; its protocol options: {has}); leave eval.{name} "
-                    f"at its default {default!r}"
-                )
+        changed = {name: getattr(self.eval, name) for name in OPTION_NAMES
+                   if getattr(self.eval, name) != getattr(defaults, name)}
+        ds.check_applicable(changed, spell="eval.{}".format, advice=lambda name: (
+            f"leave eval.{name} at its default {getattr(defaults, name)!r}"))
         ds.resolve_options(**{name: getattr(self.eval, name) for name in ds.option_choices})
+        if self.eval.split_file and self.eval.sampler != "official":
+            raise ConfigError(
+                f"eval.split_file={self.eval.split_file!r} is the official sampler's split, but "
+                f"eval.sampler={self.eval.sampler} draws its own galleries and would ignore it: "
+                "set eval.sampler=official, or leave eval.split_file empty")
         trial, default_trial = self.data.trial, DataConfig().trial
         if ds.trial_per_model:
             if trial not in ds.trials:
@@ -741,13 +743,23 @@ def read_yaml_file(path: str | Path) -> Any:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or start from defaults when ``path`` is None) and apply overrides."""
+    """Read a YAML config (or start from defaults when ``path`` is None) and apply overrides.
+
+    An empty config file (nothing, only comments, or ``{}``) is an error: a file that says
+    nothing is a wrong or unsaved file far more often than a wish for the defaults, and
+    training them silently would waste the run.
+    """
     data: dict[str, Any] = {}
     source = ""
     if path is not None:
         p = Path(path)
         data = read_yaml_file(p)
         source = str(p)
+        if data == {}:  # an empty file, only comments, or "{}"
+            raise ConfigError(
+                f"{p}: the config file is empty (no settings, or only comments): it would "
+                "silently train the built-in defaults; give the recipe you mean (e.g. "
+                "configs/sysu.yaml) or at least one key")
     cfg = Config()
     _fill(cfg, data, "", source)
     return apply_overrides(cfg, overrides or [])

@@ -285,5 +285,5 @@ def test_table_always_states_flip_and_rerank():
 
 
 def test_zero_batch_size_is_an_error_not_the_default(sysu_root: Path, model: torch.nn.Module):
-    with pytest.raises(ConfigError, match="batch size must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match=r"--batch-size \(batch size\) must be >= 1, got 0"):
         evaluate_model(model, tiny_config(), sysu_root, batch_size=0)

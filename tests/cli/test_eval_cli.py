@@ -88,6 +88,23 @@ def test_eval_user_errors_exit_2(setup, capsys, argv_tail, message):
     assert "Traceback" not in err
 
 
+def test_eval_on_another_dataset_takes_its_protocol_defaults(setup, tmp_path: Path):
+    """The checkpoint's eval.* options belong to its own dataset (SYSU-MM01, whose config
+    holds the unused default direction v2t): on LLCM eval and visualize said "eval.direction:
+    LLCM expects one of [...], got 'v2t'" although no direction was asked for."""
+    ckpt, _ = setup
+    llcm = write_synthetic(tmp_path / "llcm", "llcm", num_ids=6, seed=0, size=(32, 16),
+                           images_per_modality=2)
+    assert main(["eval", str(ckpt), "--root", str(llcm), "--dataset", "llcm", "--trials", "1",
+                 "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    proto = json.loads((tmp_path / "o" / "results.json").read_text())["protocol"]
+    assert proto["dataset"] == "llcm" and proto["direction"] == "i2v"
+    assert main(["visualize", str(ckpt), "--root", str(llcm), "--dataset", "llcm", "--out",
+                 str(tmp_path / "v"), "--queries", "1", "--device", "cpu"]) == 0
+    doc = json.loads((tmp_path / "v" / "visualize.json").read_text())
+    assert doc["options"]["direction"] == "i2v"
+
+
 def test_eval_bad_paths_exit_2(setup, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     ckpt, root = setup
     assert main(["eval", str(tmp_path / "missing.pt"), "--root", str(root)]) == 2

@@ -142,8 +142,14 @@ def test_search_cli_twin_threshold_json_grid(built, tmp_path: Path, capsys, capl
     assert res["matches"][0]["path"] == "0002/1.png" and res["matches"][0]["distance"] < 1e-5
     assert res["in_gallery"] is True and len(res["matches"]) == 3
     assert Image.open(tmp_path / "g.png").size[0] == 4 * (int(W * 128 / H) + 4)
-    rc, out, _ = run_cli([*base, "--threshold", "-1"], capsys)
-    assert rc == 0 and "not in gallery" in out
+    other = tmp_path / "other.png"  # an image that is in no gallery
+    noise = np.random.default_rng(5).integers(0, 256, size=(40, 20, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(other)
+    rc, out, err = run_cli([*base[:3], other, *base[4:], "--threshold", "0"], capsys)
+    assert rc == 0 and "not in gallery" in out, err
+    # A threshold is a cosine distance in [0, 2]: -1 would reject every query, true ones too.
+    rc, _, err = run_cli([*base, "--threshold", "-1"], capsys)
+    assert rc == 2 and "--threshold must be a cosine distance in [0, 2]" in err
 
 
 def test_other_checkpoint_or_image_size_refused(built, tmp_path: Path, capsys):

@@ -97,6 +97,20 @@ def test_modalities_use_their_own_stem(model, graphs):
     assert (ir - model.extract(x, "ir", flip=False)).abs().max().item() < TOL
 
 
+def test_parity_refuses_non_finite_features(graphs):
+    """NaN compares as "no difference" (max(0, nan) == 0): non-finite features must fail the
+    check, not pass it with a max diff of 0."""
+    broken = tiny_model()
+    with torch.no_grad():  # finite weights whose activations overflow to inf, then NaN
+        for name, p in broken.named_parameters():
+            if name.endswith("weight") and p.dim() == 4:
+                p.mul_(1e30)
+    with pytest.raises(ExportError, match=r"non-finite features on a batch of 2 \(PyTorch [1-9]"):
+        check_parity(broken, graphs["ir"], batch_sizes=(2,))
+    with pytest.raises(ConfigError, match="--tolerance must be a finite number >= 0"):
+        check_parity(broken, graphs["ir"], tolerance=float("nan"))
+
+
 def test_metadata(graphs):
     meta = read_metadata(graphs["ir"])
     assert meta["df2am_version"] == __version__

@@ -337,6 +337,34 @@ def test_missing_extra_and_mis_shaped_keys_fail_naming_them(nl_gem, tmp_path,
     assert not out.exists()
 
 
+def test_non_finite_reference_weights_are_refused(nl_gem, tmp_path, capsys) -> None:
+    state = _mapped_only(nl_gem["net"])
+    state["classifier.weight"] = state["classifier.weight"].clone()
+    state["classifier.weight"][0, 0] = float("nan")
+    src = _save(tmp_path / "nan.t", state)
+    assert main(["import", str(src), "--from", "agw", "--out", str(tmp_path / "n.pt")]) == 2
+    err = capsys.readouterr().err
+    assert (f"{src}: tensor 'classifier.weight' (in 'net') holds NaN or infinite values "
+            "(df2am's classifier.weight)") in err
+    assert not (tmp_path / "n.pt").exists()
+    state["classifier.weight"][0, 0] = 0.0
+    state["NL_3.1.W.1.running_var"] = state["NL_3.1.W.1.running_var"].clone()
+    state["NL_3.1.W.1.running_var"][-1] = float("inf")
+    src = tmp_path / "inf.t"
+    torch.save({"net": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, src)
+    assert main(["import", str(src), "--from", "agw", "--out", str(tmp_path / "n.pt")]) == 2
+    err = capsys.readouterr().err
+    assert (f"{src}: tensor 'module.NL_3.1.W.1.running_var' (in 'net') holds NaN or infinite "
+            "values (df2am's backbone.non_local.layer3.1.out_bn.running_var)") in err
+    assert not (tmp_path / "n.pt").exists()
+    (tmp_path / "notes.t").write_text("not a checkpoint")
+    assert main(["import", str(tmp_path / "notes.t"), "--from", "agw", "--out",
+                 str(tmp_path / "m.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "notes.t: refused or unreadable: not a PyTorch file" in err
+    assert "weights_only` set to `False`" not in err and "Traceback" not in err
+
+
 class _Payload:
     def __init__(self, target: str) -> None:
         self.target = target

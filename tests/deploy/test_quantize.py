@@ -5,6 +5,7 @@ SYSU-MM01 tree; graphs through the legacy exporter (opset 17: seconds, not minut
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -133,7 +134,7 @@ def test_graph_of_the_wrong_modality_or_model(env, tmp_path, capsys):
         GraphModel([env["rgb8"]]).extract(torch.zeros(1, 3, 32, 16), "ir")
 
 
-def test_calibration_errors_are_named(env, tmp_path, capsys):
+def test_calibration_errors_are_named(env, tmp_path, capsys, caplog):
     bad = tmp_path / "cal"
     shutil.copytree(env["root"] / "cam1" / "0001", bad)
     (bad / "broken.jpg").write_bytes(b"not an image")
@@ -147,6 +148,12 @@ def test_calibration_errors_are_named(env, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no image files"):
         calibration_images(tmp_path / "empty", 32, 16)
+    from PIL import Image  # an odd calibration image is named, like any other input image
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "empty" / "dot.png")
+    with caplog.at_level(logging.WARNING):
+        assert calibration_images(tmp_path / "empty", 32, 16).shape == (1, 32, 16, 3)
+    assert f"image {tmp_path / 'empty' / 'dot.png'}: 4x4 px is under 16 px" in caplog.text
     with pytest.raises(ConfigError, match="already int8"):
         quantize_onnx(env["rgb8"], tmp_path / "z.onnx", calibration=env["root"] / "cam1")
 

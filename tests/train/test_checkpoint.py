@@ -65,7 +65,7 @@ def test_missing_unreadable_and_incomplete_files(tmp_path):
 
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="bad.pt: cannot read"):
+    with pytest.raises(CheckpointError, match="bad.pt: not a df2am checkpoint: not a PyTorch"):
         ck.load_checkpoint(bad)
 
     partial = _full(0.0)
@@ -99,3 +99,49 @@ def test_rng_state_survives_save_and_load(tmp_path):
     ck.set_rng_state(ck.load_checkpoint(tmp_path / "r.pt", required=["rng"])["rng"])
     got = (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist())
     assert got == expected
+
+
+def test_not_a_checkpoint_is_one_plain_sentence(tmp_path):
+    """Text, empty, truncated, a zip or a pickle of something else, a pickle needing code:
+    one sentence naming the file, never torch's advice to load with weights_only=False."""
+    import argparse
+    import pickle
+    import zipfile
+
+    good = tmp_path / "good.pt"
+    ck.save_checkpoint(good, _full(0.0))
+    raw = good.read_bytes()
+    (tmp_path / "text.pt").write_text("hello\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "trunc.pt").write_bytes(raw[: len(raw) // 2])
+    with zipfile.ZipFile(tmp_path / "zip.pt", "w") as z:
+        z.writestr("a.txt", "x")
+    with open(tmp_path / "plain.pt", "wb") as fh:
+        pickle.dump({"a": 1}, fh)
+    torch.save({"config": argparse.Namespace(a=1)}, tmp_path / "code.pt")
+    expected = {
+        "text.pt": "not a PyTorch file (text or another format)",
+        "empty.pt": "the file is empty (0 bytes)",
+        "trunc.pt": "a truncated or corrupt PyTorch file",
+        "zip.pt": "a zip archive that is not a PyTorch checkpoint",
+        "plain.pt": "a Python pickle that is not a PyTorch checkpoint",
+        "code.pt": "it holds a Python object (argparse.Namespace) that only running code",
+    }
+    for name, why in expected.items():
+        with pytest.raises(CheckpointError) as info:
+            ck.load_checkpoint(tmp_path / name)
+        msg = str(info.value)
+        assert msg == f"{tmp_path / name}: not a df2am checkpoint: " + msg.split(": ", 2)[2]
+        assert why in msg and "weights_only" not in msg and "\n" not in msg
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file"):
+        ck.load_checkpoint(tmp_path)
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
+    obj = _full(0.0)
+    name = next(k for k, v in obj["model"].items() if v.is_floating_point())
+    obj["model"][name] = obj["model"][name].clone()
+    obj["model"][name].view(-1)[0] = float("inf")
+    ck.save_checkpoint(tmp_path / "inf.pt", obj)
+    with pytest.raises(CheckpointError, match=rf"inf\.pt: weight '{name}' holds NaN or infinite"):
+        ck.load_checkpoint(tmp_path / "inf.pt")

@@ -92,6 +92,20 @@ def test_emulated_bf16_fails_before_epoch_1_unless_allowed(tiny_root, tmp_path, 
 # --------------------------------------------------------------------------- 1. data checks
 
 
+def test_a_bad_data_root_fails_before_the_run_directory_is_made(tiny_root, tmp_path):
+    """It used to fail after config.yaml was written: the same command, root fixed, was then
+    refused ("already holds an unfinished run")."""
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match="data.root is empty"):
+        trainer.train(load_config(None, TINY), run)
+    with pytest.raises(DatasetError, match=r"SYSU-MM01 root .*elsewhere is not a directory"):
+        trainer.train(_cfg(tmp_path / "elsewhere"), run)
+    (tmp_path / "wrong").mkdir()
+    with pytest.raises(DatasetError, match="lacks camera folder"):
+        trainer.train(_cfg(tmp_path / "wrong"), run)
+    assert not run.exists()
+
+
 def test_missing_test_split_and_id_overlap_fail_before_epoch_1(tiny_root, tmp_path,
                                                                monkeypatch):
     import shutil

@@ -56,13 +56,14 @@ def test_twin_is_first_and_thumbnail_served(client, env):
 
 def test_bad_uploads_are_400_with_a_message(client, env):
     cases = {
-        "not a readable image": _upload(client, b"this is not an image"),
+        "q.jpg: not an image file": _upload(client, b"this is not an image"),
         "too large": _upload(client, b"\xff" * 200_001),
         "modality must be": _upload(client, env["twin"].read_bytes(), modality="thermal"),
-        "empty upload": _upload(client, b""),
+        "q.jpg: empty (0 bytes)": _upload(client, b""),
     }
     for message, r in cases.items():
         assert r.status_code == 400 and message in r.json()["detail"], (message, r.text)
+        assert "BytesIO" not in r.text  # the upload's name, never the buffer's repr
     assert _upload(client, env["twin"].read_bytes(), limit=0).status_code == 400
     # A PNG of another size and mode is fine (resized like the gallery).
     buf = io.BytesIO()
@@ -155,6 +156,14 @@ def test_run_queries_equal_an_independent_computation(client, env):
     assert got == want
     assert all(len(x["ranked"]) == 3 for x in r["queries"])
     assert all(x["ranked"][0]["correct"] == x["correct"] for x in r["queries"])
+    # One distance convention with search: cosine distance 1 - cos in [0, 2] (was -cos).
+    row = {rec.path: i for i, rec in enumerate(query)}
+    col = {rec.path: j for j, rec in enumerate(gallery)}
+    for x in r["queries"]:
+        for g in x["ranked"]:
+            assert 0 <= g["distance"] <= 2
+            assert g["distance"] == pytest.approx(dist[row[x["path"]], col[g["path"]]], abs=1e-5)
+    assert client.get("/api/run").json()["distance"].startswith("cosine distance 1 - cos")
     # Filters.
     failed = client.get("/api/run/queries", params={"failed": 1, "limit": 200}).json()
     assert {x["path"] for x in failed["queries"]} == {p for p, ok in want.items() if not ok}

@@ -58,7 +58,7 @@ from df2am.data.datasets import TestOptions, get_dataset
 from df2am.data.loader import build_test_loader
 from df2am.data.records import ImageRecord
 from df2am.device import resolve_device
-from df2am.errors import ConfigError, DatasetError
+from df2am.errors import ConfigError, DatasetError, EvaluationError
 from df2am.evaluation import (
     CMC_RANKS,
     AlignmentReport,
@@ -268,6 +268,13 @@ def extract_records(
         raise DatasetError(
             f"the test loader yielded {feats.shape[0]} images for {len(records)} records"
         )
+    bad = ~torch.isfinite(feats).all(dim=1) if feats.numel() else torch.zeros(0, dtype=bool)
+    if bool(bad.any()):  # no metric, ranking or plot is computed from them
+        first = int(torch.nonzero(bad)[0, 0])
+        raise EvaluationError(
+            f"the model gave non-finite features for {int(bad.sum())} of {len(records)} "
+            f"{modality} images (first: {records[first].path}): its activations overflow (or "
+            "its weights were damaged); it cannot be evaluated")
     return feats
 
 
@@ -338,7 +345,7 @@ def evaluate_model(
     model.check_feature(opts.feature)  # before any work: a feature the architecture lacks
     model.to(opts.device)
     test = _build_split(cfg, opts, mode=mode, sampler=sampler, shots=shots, trials=trials,
-                        direction=direction)
+                        direction=direction, split_file=split_file)
     feats = _extract_once(model, cfg, opts, test, cache_dir)
     results = _score_trials(opts, test, feats)
     return _report(opts, test, feats, results, diagnose=diagnose, start=start)
@@ -406,12 +413,19 @@ def _resolve_options(
         raise DatasetError(f"dataset root {str(root)!r} is not a folder (set --root or data.root)")
     ev = dataclasses.replace(cfg.eval, **{k: v for k, v in given.items() if v is not None})
     ev.check_rerank()
+    tuning = [k for k in ("rerank_k1", "rerank_k2", "rerank_lambda") if given.get(k) is not None]
+    if tuning and not ev.rerank:  # it would be ignored: numbers without the re-ranking asked
+        raise ConfigError(f"--{tuning[0].replace('_', '-')} tunes re-ranking, which is off "
+                          "(eval.rerank=false): add --rerank, or leave it out")
     feature = feature or cfg.model.test_feature
     flip = cfg.model.flip_test if flip is None else flip
     if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
-        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        raise ConfigError(f"--batch-size (batch size) must be >= 1, got {batch_size}")
     batch_size = batch_size or ev.batch_size
-    split = split_file if split_file is not None else ev.split_file
+    # The checkpoint's eval.* protocol options belong to the dataset it was trained on: on
+    # another one (--dataset) the options not given take that dataset's defaults.
+    own = dataset == cfg.data.dataset
+    split = split_file if split_file is not None else (ev.split_file if own else "")
     if ev.max_rank < 20:
         raise ConfigError(f"eval.max_rank must be >= 20 (Rank-20 is reported), got {ev.max_rank}")
     return _Options(dataset=dataset, root=root, ev=ev, feature=feature, flip=flip,
@@ -428,13 +442,18 @@ def _build_split(
     shots: int | None,
     trials: int | None,
     direction: str | None,
+    split_file: str | None = None,
 ) -> EvalSplits:
-    """Split phase: the dataset's test options, trial numbers and per-trial lists."""
+    """Split phase: the dataset's test options, trial numbers and per-trial lists. An option
+    given here that the dataset does not have is refused (the rule of the config's
+    ``eval.*`` keys, :meth:`~df2am.data.datasets.base.Dataset.check_applicable`)."""
     ev = opts.ev
     ds = get_dataset(opts.dataset)
-    options = ds.resolve_options(mode=mode or ev.mode, sampler=sampler or ev.sampler,
-                                 shots=shots or ev.shots, split_file=opts.split_file,
-                                 direction=direction or ev.direction)
+    given = {"mode": mode, "sampler": sampler, "shots": shots, "direction": direction}
+    ds.check_applicable({**given, "split_file": split_file})
+    if opts.dataset == cfg.data.dataset:  # else: the dataset's defaults (see _resolve_options)
+        given = {k: getattr(ev, k) if v is None else v for k, v in given.items()}
+    options = ds.resolve_options(split_file=opts.split_file, **given)
     trial_ids = ds.eval_trials(trials if trials is not None or ds.trial_per_model
                                else ev.trials, cfg.data.trial)
     splits = [ds.test_split(opts.root, t, options) for t in trial_ids]

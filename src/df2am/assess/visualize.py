@@ -140,7 +140,8 @@ def load_test_split(
     """The query/gallery of one trial and their features (the evaluator's extraction).
 
     ``trial`` None = the model's own trial for per-model datasets (RegDB: ``cfg.data.trial``),
-    else the dataset's first trial. Unset protocol options default to ``cfg.eval``.
+    else the dataset's first trial. Unset protocol options default to ``cfg.eval`` (on
+    another dataset than ``cfg.data.dataset``: to that dataset's defaults).
     ``query_index`` is checked against the query set before any feature is extracted.
     """
     root = Path(root)
@@ -148,9 +149,12 @@ def load_test_split(
         raise DatasetError(f"dataset root {str(root)!r} is not a folder")
     name = dataset or cfg.data.dataset
     ds = get_dataset(name, key="--dataset")
-    options = ds.resolve_options(mode=mode or cfg.eval.mode, sampler=cfg.eval.sampler,
-                                 shots=cfg.eval.shots, split_file=cfg.eval.split_file,
-                                 direction=direction or cfg.eval.direction)
+    ds.check_applicable({"mode": mode, "direction": direction})
+    # cfg.eval's protocol options belong to cfg.data.dataset; another takes its own defaults.
+    ev = cfg.eval if name == cfg.data.dataset else None
+    options = ds.resolve_options(
+        mode=mode or (ev and ev.mode), sampler=ev and ev.sampler, shots=ev and ev.shots,
+        split_file=ev and ev.split_file, direction=direction or (ev and ev.direction))
     if trial is None:
         trial = cfg.data.trial if ds.trial_per_model else ds.trials[0]
     trial = ds.check_trial(trial)
@@ -210,7 +214,7 @@ def rank_queries(split: TestSplit, indices: Sequence[int], top_k: int) -> list[d
             "gallery_index": [int(j) for j in order],
             "gallery": [split.gallery[j].path for j in order],
             "gallery_pid": [int(split.gallery[j].pid) for j in order],
-            "distance": [float(dist[j]) for j in order],
+            "distance": [float(np.clip(dist[j], 0.0, 2.0)) for j in order],  # rounding
             "correct": [bool(split.gallery[j].pid == q.pid) for j in order],
         })
     return out

@@ -29,9 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from df2am.atomic import atomic_path, atomic_write_text, check_output
 from df2am.errors import CheckpointError, ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)
+
+STRICT_HELP = ("refuse images under 16 px on a side or more than 8:1 long (default: a warning "
+               "naming the file)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,16 +71,20 @@ def _register_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int,
                    help="ONNX Runtime intra-op threads for a .onnx MODEL (default: physical "
                    "cores)")
+    p.add_argument("--strict-images", action="store_true", help=STRICT_HELP)
     p.set_defaults(func=_run_extract)
 
 
 def _run_extract(args: argparse.Namespace) -> int:
-    from df2am.deploy.features import extract_images, save_features
+    from df2am.deploy.features import extract_images, feature_paths, save_features
 
     _check_checkpoint(args.checkpoint)
+    for f in feature_paths(args.out):
+        check_output(f, what="--out")
     fs = extract_images(args.checkpoint, args.images, args.modality, dtype=args.dtype,
                         batch_size=args.batch_size, device=args.device, bf16=args.bf16,
-                        skip_bad=args.skip_bad, threads=args.threads)
+                        skip_bad=args.skip_bad, threads=args.threads,
+                        strict_images=args.strict_images)
     path = save_features(fs, args.out)
     print(f"wrote {path} ({len(fs.paths)} × {fs.dim} {fs.dtype}, {fs.modality}, "
           f"{fs.runtime} {fs.precision}, {len(fs.skipped)} skipped) and "
@@ -85,6 +93,9 @@ def _run_extract(args: argparse.Namespace) -> int:
 
 
 def _check_checkpoint(path: Path) -> None:
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder: expected a checkpoint file (model_final.pt) "
+                              "or an exported graph (.onnx)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
 
@@ -107,17 +118,19 @@ def _register_index(sub: argparse._SubParsersAction) -> None:
     b.add_argument("features", type=Path, help="FEATS (from df2am extract)")
     b.add_argument("--out", type=Path, required=True, help="INDEX: writes INDEX.faiss + .json")
     b.add_argument("--type", choices=["exact", "ivf", "hnsw", "auto"], default="exact")
-    b.add_argument("--target-recall", type=float, default=0.95,
+    b.add_argument("--target-recall", type=float,
                    help="auto: least recall@10 against exact search (default 0.95)")
     b.add_argument("--candidates", nargs="+", choices=["exact", "ivf", "hnsw"],
-                   default=["exact", "ivf", "hnsw"], help="auto: the kinds tried (default all)")
+                   help="auto: the kinds tried (default all)")
     b.add_argument("--queries", type=Path, dest="auto_queries", metavar="FEATS",
                    help="auto: measure recall with these query features (e.g. a sample of IR "
                    "queries) instead of held-out gallery rows")
-    b.add_argument("--nlist", type=int, help="ivf cells (default ≈ 4·√N)")
-    b.add_argument("--nprobe", type=int, default=16, help="ivf cells visited (default 16)")
-    b.add_argument("--m", type=int, default=32, help="hnsw links per node (default 32)")
-    b.add_argument("--ef-search", type=int, default=64, help="hnsw search beam (default 64)")
+    b.add_argument("--nlist", type=int, help="ivf cells, 1..N (default ≈ 4·√N)")
+    b.add_argument("--nprobe", type=int, help="ivf cells visited, 1..nlist (default 16)")
+    b.add_argument("--m", type=int, help="hnsw links per node, 2..512 (default 32)")
+    b.add_argument("--ef-search", type=int,
+                   help="hnsw search beam, >= 1 (default 64; a search uses max(it, top-k))")
+    b.add_argument("--ef-construction", type=int, help="hnsw build beam, >= 1 (default 40)")
     b.set_defaults(func=_run_index_build)
 
     c = isub.add_parser(
@@ -139,22 +152,42 @@ def _register_index(sub: argparse._SubParsersAction) -> None:
 
 def _run_index_build(args: argparse.Namespace) -> int:
     from df2am.deploy.features import load_features
-    from df2am.deploy.index import build_index, save_index
+    from df2am.deploy.index import build_index, index_paths, save_index
 
+    for f in index_paths(args.out):
+        check_output(f, what="--out")
+    _note_ignored_options(args)
     fs = load_features(args.features, mmap=True)
     if args.type == "auto":
         index = _auto_index(fs, args)
     else:
         index = build_index(fs, args.type, nlist=args.nlist, nprobe=args.nprobe, m=args.m,
-                            ef_search=args.ef_search, features_path=str(args.features.resolve()))
+                            ef_search=args.ef_search, ef_construction=args.ef_construction,
+                            features_path=str(args.features.resolve()))
     path = save_index(index, args.out)
     print(f"wrote {path} ({index.meta['type']}, {index.meta['ntotal']} × {index.dim}, "
           f"{fs.modality}) and {path.with_suffix('.json')}")
     return 0
 
 
+def _note_ignored_options(args: argparse.Namespace) -> None:
+    """Options of ``index build`` that the chosen --type does not use: a warning each."""
+    if args.type == "auto":
+        ours = ["--nlist", "--nprobe", "--m", "--ef-search", "--ef-construction"]
+        why = "--type auto chooses the parameters itself"
+    else:
+        ours = ["--target-recall", "--candidates", "--queries"]
+        why = f"options of --type auto, not of --type {args.type}"
+    given = [o for o in ours
+             if getattr(args, {"--queries": "auto_queries"}.get(o, o[2:].replace("-", "_")))
+             is not None]
+    if given:
+        logger.warning("%s: ignored (%s)", ", ".join(given), why)
+
+
 def _auto_index(fs: Any, args: argparse.Namespace) -> Any:
     from df2am.deploy.features import load_features
+    from df2am.deploy.index import INDEX_KINDS
     from df2am.deploy.index_auto import choose_index
 
     queries = None
@@ -164,7 +197,8 @@ def _auto_index(fs: Any, args: argparse.Namespace) -> Any:
             raise DatasetError(f"--queries {args.auto_queries} come from another model or "
                                f"preprocessing than {args.features} (fingerprints differ)")
         queries = np.asarray(q.features)
-    index = choose_index(fs, target_recall=args.target_recall, kinds=args.candidates,
+    index = choose_index(fs, target_recall=0.95 if args.target_recall is None
+                         else args.target_recall, kinds=args.candidates or INDEX_KINDS,
                          queries=queries, features_path=str(args.features.resolve()))
     auto = index.meta["auto"]
     params = ", ".join(f"{k}={v}" for k, v in index.meta["params"].items())
@@ -181,9 +215,12 @@ def _ids(paths: list[str], source: str) -> list[str]:
         return [Path(p).parent.name for p in paths]
     mapping_file = Path(source)
     try:
-        mapping = json.loads(mapping_file.read_text())
+        mapping = json.loads(mapping_file.read_bytes().decode("utf-8-sig"))
     except (OSError, ValueError) as exc:
         raise DatasetError(f"id mapping {mapping_file}: cannot read JSON ({exc})") from None
+    if not isinstance(mapping, dict):
+        raise DatasetError(f"id mapping {mapping_file}: expected a JSON object {{\"path\": "
+                           f"id, ...}}, got a {type(mapping).__name__}")
     missing = [p for p in paths if p not in mapping]
     if missing:
         raise DatasetError(f"id mapping {mapping_file} has no id for {len(missing)} path(s), "
@@ -196,6 +233,8 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     from df2am.deploy.index import calibrate_threshold, load_index
     from df2am.deploy.runtime import check_numerics
 
+    if args.json:
+        check_output(args.json, what="--json")
     index = load_index(args.index)
     q = load_features(args.queries)
     index.check_fingerprint(q.fingerprint, f"the queries {args.queries}")
@@ -213,7 +252,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
           f"{result['queries']} queries ({result['genuine']} with their id in the gallery)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
     return 0
 
 
@@ -242,21 +281,33 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
                    "(recorded in the results)")
     p.add_argument("--top-k", type=int, default=20, help="matches per query (default 20)")
     p.add_argument("--threshold", type=float,
-                   help="open set: 'not in gallery' when the best distance exceeds it")
+                   help="open set: 'not in gallery' when the best cosine distance exceeds it "
+                        "(in [0, 2]; df2am index calibrate picks one)")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--grid", type=Path, help="write a PNG: each query, then its top-k")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--strict-images", action="store_true", help=STRICT_HELP)
     p.set_defaults(func=_run_search)
 
 
 def _run_search(args: argparse.Namespace) -> int:
     from df2am.deploy.features import extract_paths
-    from df2am.deploy.index import load_index
+    from df2am.deploy.index import DISTANCE, check_threshold, load_index
     from df2am.deploy.runtime import load_query_model
 
     if args.modality not in ("rgb", "ir"):
         raise ConfigError(f"--modality must be 'rgb' or 'ir', got {args.modality!r}")
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_threshold(args.threshold)
+    for path, what in ((args.json, "--json"), (args.grid, "--grid")):
+        if path:
+            check_output(path, what=what)
+    if args.checkpoint is not None:
+        _check_checkpoint(args.checkpoint)
     index = load_index(args.index)
     qm = load_query_model(index, checkpoint=args.checkpoint, graphs=args.onnx or (),
                           device=args.device, threads=args.threads,
@@ -265,14 +316,16 @@ def _run_search(args: argparse.Namespace) -> int:
         logger.warning("query modality %s = gallery modality: a same-modality search; "
                        "the model is trained for cross-modality (IR ↔ RGB)", args.modality)
     feats, _, _ = extract_paths(qm.model, qm.cfg, args.query, args.modality,
-                                batch_size=args.batch_size, progress=False)
+                                batch_size=args.batch_size, progress=False,
+                                strict_images=args.strict_images)
     rows, dist = index.search(feats, args.top_k)
-    results = _results(index, args.query, rows, dist, args.threshold)
+    results = _results(index, args.query, rows, dist, args.threshold, args.top_k)
     print(_format_results(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "index": str(args.index), "threshold": args.threshold, "model": qm.source,
+        atomic_write_text(args.json, json.dumps({
+            "index": str(args.index), "threshold": args.threshold, "top_k": args.top_k,
+            "distance": DISTANCE, "model": qm.source,
             "query_numerics": list(qm.numerics), "gallery_numerics": list(index.numerics),
             "mixed_numerics": qm.note, "results": results}, indent=1) + "\n")
         print(f"wrote {args.json}")
@@ -283,7 +336,8 @@ def _run_search(args: argparse.Namespace) -> int:
 
 
 def _results(index: Any, queries: list[Path], rows: np.ndarray, dist: np.ndarray,
-             threshold: float | None) -> list[dict[str, Any]]:
+             threshold: float | None, top_k: int) -> list[dict[str, Any]]:
+    """Matches of each query (never a -1 row) and, where fewer than ``top_k``, why."""
     paths = index.meta["paths"]
     out = []
     for qi, q in enumerate(queries):
@@ -291,8 +345,21 @@ def _results(index: Any, queries: list[Path], rows: np.ndarray, dist: np.ndarray
                    for r, (j, d) in enumerate(zip(rows[qi], dist[qi], strict=True)) if j >= 0]
         best = matches[0]["distance"] if matches else float("inf")
         in_gallery = None if threshold is None else bool(best <= threshold)
-        out.append({"query": str(q), "in_gallery": in_gallery, "matches": matches})
+        res = {"query": str(q), "in_gallery": in_gallery, "matches": matches}
+        if len(matches) < top_k:
+            res["note"] = _why_fewer(index, len(matches), top_k)
+            logger.warning("query %s: %s", q, res["note"])
+        out.append(res)
     return out
+
+
+def _why_fewer(index: Any, found: int, top_k: int) -> str:
+    n = len(index.meta["paths"])
+    if found == n:
+        return f"{found} of the {top_k} matches asked (--top-k): the gallery holds {n} images"
+    return (f"{found} of the {top_k} matches asked: the {index.meta['type']} index reached "
+            f"only {found} of its {n} images from this query (an approximate index; build an "
+            "exact one to rank every image)")
 
 
 def _format_results(results: list[dict[str, Any]]) -> str:
@@ -300,6 +367,8 @@ def _format_results(results: list[dict[str, Any]]) -> str:
     for res in results:
         verdict = {None: "", True: "  [in gallery]", False: "  [not in gallery]"}
         lines.append(f"query {res['query']}{verdict[res['in_gallery']]}")
+        if "note" in res:
+            lines.append(f"  note: {res['note']}")
         lines += [f"  {m['rank']:>3}  {m['distance']:.4f}  {m['path']}" for m in res["matches"]]
     return "\n".join(lines)
 
@@ -323,7 +392,8 @@ def _write_grid(results: list[dict[str, Any]], index: Any, out: Path, h: int, w:
             sheet.paste(_thumb(path, tw, th), (x, y))
             draw.text((x + 2, y + th + 4), caption, fill="black")
     out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
+    with atomic_path(out) as tmp:
+        sheet.save(tmp, format="PNG")
 
 
 def _thumb(path: Path, w: int, h: int) -> Any:

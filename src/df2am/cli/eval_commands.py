@@ -14,8 +14,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from df2am.atomic import check_output
 from df2am.cli.arguments import feature_choices, option_choices
-from df2am.errors import CheckpointError, DatasetError
+from df2am.errors import CheckpointError, DatasetError, EvaluationError
 
 logger = logging.getLogger(__name__)
 
@@ -118,26 +119,32 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise CheckpointError(f"checkpoint not found: {args.checkpoint}")
     if not args.root.is_dir():
         raise DatasetError(f"--root {args.root}: not a folder")
-    report = evaluate_checkpoint(
-        args.checkpoint,
-        args.root,
-        device=args.device,
-        dataset=args.dataset,
-        mode=args.mode,
-        sampler=args.sampler,
-        shots=args.shots,
-        trials=args.trials,
-        split_file=args.split_file,
-        direction=args.direction,
-        batch_size=args.batch_size,
-        feature=args.feature,
-        flip=args.flip,
-        diagnose=args.diagnose,
-        rerank=args.rerank,
-        rerank_k1=args.rerank_k1,
-        rerank_k2=args.rerank_k2,
-        rerank_lambda=args.rerank_lambda,
-    )
+    # Before the work: --out, or the checkpoint's folder the default output goes into.
+    check_output(args.out or args.checkpoint.resolve().parent / "eval_", what="--out",
+                 folder=True)
+    try:
+        report = evaluate_checkpoint(
+            args.checkpoint,
+            args.root,
+            device=args.device,
+            dataset=args.dataset,
+            mode=args.mode,
+            sampler=args.sampler,
+            shots=args.shots,
+            trials=args.trials,
+            split_file=args.split_file,
+            direction=args.direction,
+            batch_size=args.batch_size,
+            feature=args.feature,
+            flip=args.flip,
+            diagnose=args.diagnose,
+            rerank=args.rerank,
+            rerank_k1=args.rerank_k1,
+            rerank_k2=args.rerank_k2,
+            rerank_lambda=args.rerank_lambda,
+        )
+    except EvaluationError as exc:  # e.g. non-finite features: the checkpoint's fault
+        raise EvaluationError(f"{args.checkpoint}: {exc}") from None
     out = args.out
     if out is None:
         which = report.mode or report.direction

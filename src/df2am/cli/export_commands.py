@@ -32,6 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from df2am.atomic import check_output
 from df2am.cli.arguments import feature_choices
 from df2am.errors import CheckpointError, ConfigError
 
@@ -97,13 +98,13 @@ def _int8_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--calibration", type=Path, metavar="DIR|LIST",
                    help="images of the graph's modality from the deployment's cameras "
                    "(folder or list file): static quantisation ranges come from them")
-    g.add_argument("--quantize", choices=["static", "dynamic"], default="static",
+    g.add_argument("--quantize", choices=["static", "dynamic"],
                    help="static (default: QDQ, calibrated, int8 convolutions) or dynamic "
                    "(no calibration; slower than fp32 for a CNN on ONNX Runtime)")
-    g.add_argument("--calibration-max", type=int, default=DEFAULT_CALIBRATION_IMAGES,
+    g.add_argument("--calibration-max", type=int,
                    help=f"calibration images used at most (default "
                    f"{DEFAULT_CALIBRATION_IMAGES}, an even sample)")
-    g.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=True,
+    g.add_argument("--reduce-range", action=argparse.BooleanOptionalAction,
                    help="7-bit weights (default on: no u8s8 saturation on CPUs without "
                    "AVX-512 VNNI)")
     g.add_argument("--parity-root", type=Path, metavar="DATASET_ROOT",
@@ -111,19 +112,26 @@ def _int8_options(p: argparse.ArgumentParser) -> None:
                    "stream vs PyTorch fp32 (mAP, Rank-1)")
     g.add_argument("--parity-trials", type=int, help="trials of that evaluation (default: "
                    "the config's eval.trials)")
-    g.add_argument("--parity-tolerance", type=float, default=RANKING_TOLERANCE,
+    g.add_argument("--parity-tolerance", type=float,
                    help=f"largest accepted |int8 - fp32| of mAP and Rank-1, in points "
                    f"(default {RANKING_TOLERANCE:g})")
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from df2am.deploy.api import load_model
-    from df2am.deploy.export import ExportError, check_parity, checkpoint_fingerprint
+    from df2am.deploy.export import (
+        ExportError,
+        check_parity,
+        check_tolerance,
+        checkpoint_fingerprint,
+    )
 
     if not args.checkpoint.is_file():
         raise CheckpointError(f"checkpoint not found: {args.checkpoint}")
-    if not args.int8 and (args.calibration is not None or args.parity_root is not None):
-        raise ConfigError("--calibration and --parity-root go with --int8")
+    _check_int8_options(args)
+    check_tolerance(args.tolerance)
+    check_tolerance(args.parity_tolerance, what="--parity-tolerance")
+    check_output(args.onnx, what="--onnx")
     model, cfg = load_model(args.checkpoint, device="cpu")
     with tempfile.TemporaryDirectory(prefix="df2am_export_") as tmp:
         fp32_out = Path(tmp) / "fp32.onnx" if args.int8 else args.onnx
@@ -145,6 +153,36 @@ def _run_export(args: argparse.Namespace) -> int:
     print(f"parity ONNX Runtime vs PyTorch: max abs diff {diff:.2e} (tolerance "
           f"{args.tolerance:g}{which})")
     return 0
+
+
+#: The int8 options, their defaults, and the option each one needs.
+_INT8_OPTIONS = {"calibration": (None, "--int8"), "quantize": ("static", "--int8"),
+                 "calibration_max": (None, "--int8"), "reduce_range": (True, "--int8"),
+                 "parity_root": (None, "--int8"), "parity_trials": (None, "--parity-root"),
+                 "parity_tolerance": (None, "--parity-root")}
+
+
+def _check_int8_options(args: argparse.Namespace) -> None:
+    """An int8 option without ``--int8`` (or a parity option without ``--parity-root``) would
+    be ignored: an error naming it. Then the defaults of those not given."""
+    from df2am.deploy.quantize import DEFAULT_CALIBRATION_IMAGES, RANKING_TOLERANCE
+
+    for key, (default, needs) in _INT8_OPTIONS.items():
+        present = {"--int8": args.int8, "--parity-root": args.parity_root is not None}[needs]
+        if getattr(args, key) is not None and not present:
+            name = "no-reduce-range" if getattr(args, key) is False else key.replace("_", "-")
+            raise ConfigError(f"--{name} goes with {needs}, which is not given: it would be "
+                              "ignored")
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+    if args.calibration_max is None:
+        args.calibration_max = DEFAULT_CALIBRATION_IMAGES
+    if args.parity_tolerance is None:
+        args.parity_tolerance = RANKING_TOLERANCE
+    if args.parity_trials is not None and args.parity_trials < 1:
+        raise ConfigError(f"--parity-trials must be >= 1, got {args.parity_trials}")
+    if args.parity_root is not None and not args.parity_root.is_dir():
+        raise ConfigError(f"--parity-root {args.parity_root}: not a folder")
 
 
 def _export_fp32(model: Any, cfg: Any, args: argparse.Namespace, out: Path,

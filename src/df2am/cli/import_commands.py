@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from df2am.atomic import check_output
 from df2am.cli.arguments import overrides_anywhere
 
 
@@ -57,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from df2am.deploy.importer import import_checkpoint
 
+    check_output(args.out, what="--out")
     result = import_checkpoint(
         args.checkpoint, args.out, source=args.source, dataset=args.dataset,
         pooling=args.pooling, overrides=args.overrides, force=args.force,

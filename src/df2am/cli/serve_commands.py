@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import socket
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ConfigError(f"df2am serve needs the web extra ({exc}): "
                           "pip install 'df2am[web]'") from None
+    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):
+        raise ConfigError(f"--max-upload-mb must be a number > 0, got {args.max_upload_mb}")
     app = create_app(index=args.index, checkpoint=args.checkpoint, run=args.run,
                      root=args.root, threshold=args.threshold,
                      max_upload_bytes=int(args.max_upload_mb * 2**20), device=args.device,

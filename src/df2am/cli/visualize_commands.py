@@ -14,7 +14,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from df2am.errors import CheckpointError, ConfigError, DatasetError
+from df2am.atomic import check_output
+from df2am.errors import CheckpointError, ConfigError, DatasetError, EvaluationError
 
 logger = logging.getLogger(__name__)
 
@@ -77,14 +78,18 @@ def _run_visualize(args: argparse.Namespace) -> int:
         raise DatasetError(f"--root {args.root}: not a folder")
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
+    check_output(args.out, what="--out", folder=True)
     model, cfg = load_model(args.checkpoint, device=args.device)
-    result = visualize(
-        model, cfg, args.root, args.out,
-        dataset=args.dataset, mode=args.mode, direction=args.direction, trial=args.trial,
-        queries=args.queries, query_index=args.query_index, top_k=args.top_k, seed=args.seed,
-        tsne=args.tsne, tsne_untrained=args.tsne_untrained, device=args.device,
-        batch_size=args.batch_size,
-    )
+    try:
+        result = visualize(
+            model, cfg, args.root, args.out,
+            dataset=args.dataset, mode=args.mode, direction=args.direction, trial=args.trial,
+            queries=args.queries, query_index=args.query_index, top_k=args.top_k,
+            seed=args.seed, tsne=args.tsne, tsne_untrained=args.tsne_untrained,
+            device=args.device, batch_size=args.batch_size,
+        )
+    except EvaluationError as exc:  # e.g. non-finite features: the checkpoint is the culprit
+        raise EvaluationError(f"{args.checkpoint}: {exc}") from None
     for path in result.paths:
         print(f"wrote {path}")
     return 0

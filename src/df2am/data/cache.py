@@ -83,7 +83,7 @@ def cache_path(
     return Path(cache_dir) / f"images_{size[0]}x{size[1]}_{len(records)}_{key[:20]}.npy"
 
 
-def decode_resize(path: Path, size: tuple[int, int]) -> np.ndarray:
+def decode_resize(path: Path, size: tuple[int, int], *, geometry: str | None = None) -> np.ndarray:
     """Decode one image file to RGB (gray repeated for IR), resize to (H, W), uint8 HWC.
 
     The format is read from the content, and every mode is converted faithfully (16-bit gray
@@ -91,7 +91,7 @@ def decode_resize(path: Path, size: tuple[int, int]) -> np.ndarray:
 
     Raises :class:`DatasetError` naming the file when it is missing or not a decodable image.
     """
-    return decode_rgb(path, size)
+    return decode_rgb(path, size, geometry=geometry)
 
 
 def _decode_into(

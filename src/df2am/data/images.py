@@ -40,6 +40,13 @@ faithful:
 other (``LAB``, ``HSV``)  an error naming the mode
 ========================  ==========================================================================
 
+Odd geometry (:func:`check_geometry`): an image smaller than :data:`MIN_SIDE` pixels on a side,
+or more than :data:`MAX_ASPECT` times longer on one side than on the other, is legal but cannot
+hold a person crop worth embedding (a 1×1 icon, a 2000×5 strip). Where a user hands images to a
+trained model (``df2am extract``, ``search``, the Python API, the web upload) it gets a warning
+naming the file, or an :class:`ImageShapeError` under ``strict`` (``--strict-images``); dataset
+loaders do not check (a dataset's images are what they are).
+
 Only the first frame of a multi-frame file (GIF, multi-page TIFF) is used. EXIF orientation is not
 applied (pixels as stored, as before). Paths may hold any characters, including bytes that are not
 UTF-8 (Python's surrogate escapes); messages show them with :func:`display_path`, which is always
@@ -48,6 +55,8 @@ encodable.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 
 import numpy as np
@@ -57,6 +66,11 @@ from df2am.errors import DatasetError
 
 __all__ = [
     "ImageDecodeError",
+    "ImageShapeError",
+    "MAX_ASPECT",
+    "MIN_SIDE",
+    "check_geometry",
+    "decode_bytes",
     "decode_rgb",
     "display_path",
     "extension_mismatch",
@@ -64,6 +78,14 @@ __all__ = [
     "printable",
     "to_rgb",
 ]
+
+log = logging.getLogger(__name__)
+
+#: Smallest side (pixels) of an image given to a trained model without a warning.
+MIN_SIDE = 16
+#: Largest ratio of an image's long side to its short side without a warning (a person crop is
+#: about 2:1; SYSU-MM01 and RegDB crops are at most ~4:1).
+MAX_ASPECT = 8.0
 
 # Formats PIL reports for content that is the same family as the extension's format.
 _SAME_FORMAT = {"MPO": "JPEG"}  # a multi-picture JPEG is a JPEG
@@ -76,6 +98,10 @@ class ImageDecodeError(DatasetError):
         self.path = path
         self.reason = printable(reason)
         super().__init__(f"cannot decode image {display_path(path)}: {self.reason}")
+
+
+class ImageShapeError(DatasetError):
+    """An image too small or too elongated to embed, refused under ``strict``."""
 
 
 def printable(text: str) -> str:
@@ -161,6 +187,31 @@ def to_rgb(im: Image.Image) -> Image.Image:
     raise ValueError(f"image mode {mode!r} has no faithful conversion to 8-bit RGB")
 
 
+def _decode(source: str | os.PathLike[str] | io.BytesIO, name: str | os.PathLike[str]
+            ) -> tuple[Image.Image, str | None]:
+    """Fully decode ``source`` (a path or bytes) to ``RGB``; errors name ``name``."""
+    try:
+        with Image.open(source) as im:
+            fmt = im.format
+            im.load()  # reads everything: a truncated file raises here
+            rgb = to_rgb(im)
+            if rgb is im:
+                rgb = im.copy()  # detach from the closed file
+    except FileNotFoundError:
+        raise ImageDecodeError(name, "file not found") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(name, "is a folder, not an image file") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(
+            name, "not an image file (PIL recognises no image format in its content)"
+        ) from None
+    except DatasetError:
+        raise
+    except Exception as exc:  # PIL plugins raise OSError, SyntaxError, ValueError, EOFError, ...
+        raise ImageDecodeError(name, f"{type(exc).__name__}: {exc}") from None
+    return rgb, fmt
+
+
 def open_rgb(path: str | os.PathLike[str]) -> tuple[Image.Image, str | None]:
     """Fully decode ``path`` (format sniffed from content) as an ``RGB`` PIL image.
 
@@ -171,36 +222,56 @@ def open_rgb(path: str | os.PathLike[str]) -> tuple[Image.Image, str | None]:
     Raises:
         ImageDecodeError: missing file, not an image, truncated/corrupt, unsupported mode.
     """
-    try:
-        with Image.open(path) as im:
-            fmt = im.format
-            im.load()  # reads everything: a truncated file raises here
-            rgb = to_rgb(im)
-            if rgb is im:
-                rgb = im.copy()  # detach from the closed file
-    except FileNotFoundError:
-        raise ImageDecodeError(path, "file not found") from None
-    except IsADirectoryError:
-        raise ImageDecodeError(path, "is a folder, not an image file") from None
-    except UnidentifiedImageError:
-        raise ImageDecodeError(
-            path, "not an image file (PIL recognises no image format in its content)"
-        ) from None
-    except DatasetError:
-        raise
-    except Exception as exc:  # PIL plugins raise OSError, SyntaxError, ValueError, EOFError, ...
-        raise ImageDecodeError(path, f"{type(exc).__name__}: {exc}") from None
-    return rgb, fmt
+    return _decode(path, path)
 
 
-def decode_rgb(path: str | os.PathLike[str], size: tuple[int, int] | None = None) -> np.ndarray:
+def decode_bytes(data: bytes, name: str) -> Image.Image:
+    """An image file's bytes (an upload) as an ``RGB`` PIL image at native size, by the same
+    rules as :func:`decode_rgb`; errors name ``name`` (the upload's file name), never the
+    in-memory buffer."""
+    if not data:
+        raise ImageDecodeError(name, "empty (0 bytes)")
+    return _decode(io.BytesIO(data), name)[0]
+
+
+def check_geometry(name: str | os.PathLike[str], width: int, height: int, *,
+                   strict: bool = False) -> str | None:
+    """``None`` for an image of ordinary geometry, else the warning (logged) naming ``name``.
+
+    Odd: a side under :data:`MIN_SIDE` pixels, or a long/short side ratio above
+    :data:`MAX_ASPECT`. Under ``strict`` an odd image is an :class:`ImageShapeError`.
+    """
+    short, long_ = sorted((int(width), int(height)))
+    if short < MIN_SIDE:
+        problem = f"{width}x{height} px is under {MIN_SIDE} px on a side"
+    elif long_ / short > MAX_ASPECT:
+        problem = (f"{width}x{height} px: its long side is {long_ / short:.0f} times its "
+                   f"short side (more than {MAX_ASPECT:g}:1)")
+    else:
+        return None
+    what = (f"image {display_path(name)}: {problem}; resized to the model's input it holds "
+            "little of a person")
+    if strict:
+        raise ImageShapeError(f"{what} (refused under --strict-images)")
+    log.warning("%s", what)
+    return what
+
+
+def decode_rgb(path: str | os.PathLike[str], size: tuple[int, int] | None = None, *,
+               geometry: str | None = None) -> np.ndarray:
     """Decode ``path`` to a uint8 ``(H, W, 3)`` RGB array, bilinear-resized to ``size`` = (H, W)
     when given (after the 8-bit conversion).
 
+    ``geometry``: ``None`` (no check), ``"warn"`` or ``"strict"``: :func:`check_geometry` of
+    the native size before resizing.
+
     Raises:
         ImageDecodeError: (a :class:`~df2am.errors.DatasetError`) naming the file.
+        ImageShapeError: an odd geometry with ``geometry="strict"``.
     """
     im, _ = open_rgb(path)
+    if geometry is not None:
+        check_geometry(path, *im.size, strict=geometry == "strict")
     if size is not None and im.size != (size[1], size[0]):
         im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     return np.asarray(im, dtype=np.uint8)

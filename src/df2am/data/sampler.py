@@ -28,7 +28,9 @@ Rules (each one a documented choice):
   once, over all ranks together.
 * **Images of an id.** M* distinct images per modality (drawn uniformly without replacement
   within the id) when the id has at least M* images of that modality, otherwise M* draws with
-  replacement.
+  replacement. M* larger than the most images any id has in a modality is a
+  :class:`~df2am.errors.ConfigError` naming both numbers (every batch would be repeats); M*
+  above the count of more than half the ids is a warning.
 * **Determinism.** Everything is a function of (seed, epoch, rank, world_size): the id schedule
   comes from a local ``numpy.random.Generator`` seeded with (seed, epoch), shared by all ranks;
   the image choice of rank r from one seeded with (seed, epoch, r). The global NumPy / torch /
@@ -38,6 +40,7 @@ Rules (each one a documented choice):
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -47,6 +50,8 @@ import numpy as np
 from df2am.errors import ConfigError
 
 __all__ = ["CrossModalityIdentitySampler"]
+
+log = logging.getLogger(__name__)
 
 # Stream tags that keep the id schedule and the per-rank image choice statistically independent.
 _ID_STREAM = 0x1D5
@@ -138,10 +143,27 @@ class CrossModalityIdentitySampler:
             )
         self._rgb = _Groups(rgb, self.ids)
         self._ir = _Groups(ir, self.ids)
+        for name, groups in (("RGB", self._rgb), ("IR", self._ir)):
+            self._check_per_id(name, groups.count)
         self._len = math.ceil(
             max(self._rgb.total, self._ir.total)
             / (self.num_ids * self.num_per_modality * self.world_size)
         )
+
+    def _check_per_id(self, modality: str, counts: np.ndarray) -> None:
+        """M* above every id's image count is an error; above most ids' a warning."""
+        m, most = self.num_per_modality, int(counts.max())
+        if m > most:
+            raise ConfigError(
+                f"sampler.num_per_modality={m} is larger than any identity's {modality} "
+                f"images (the most one id has: {most}; {int(counts.sum())} {modality} images "
+                f"in all): every batch would repeat each image ~{m / most:.0f} times "
+                f"({self.num_ids * m} {modality} images per batch); use a value <= {most}")
+        short = int((counts < m).sum())
+        if short * 2 > len(counts):
+            log.warning("sampler.num_per_modality=%d exceeds the %s images of %d of %d "
+                        "identities (median %d): their images repeat within a batch",
+                        m, modality, short, len(counts), int(np.median(counts)))
 
     # ------------------------------------------------------------------ schedule
 

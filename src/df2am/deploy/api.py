@@ -38,7 +38,7 @@ from PIL import Image
 from df2am.assess.evaluator import EvalReport, evaluate_model, write_eval_outputs
 from df2am.config import ARCH_OPTIONS, Config, DataConfig, config_from_dict
 from df2am.data.cache import decode_resize
-from df2am.data.images import display_path, to_rgb
+from df2am.data.images import check_geometry, display_path, to_rgb
 from df2am.data.transforms import TestTransform
 from df2am.device import resolve_device
 from df2am.errors import CheckpointError, ConfigError, DatasetError
@@ -155,6 +155,7 @@ def evaluate_checkpoint(
 def _to_uint8(image: str | Path | Image.Image, height: int, width: int) -> np.ndarray:
     """Decode/resize exactly as the test loader's image cache does (uint8 HWC, RGB)."""
     if isinstance(image, Image.Image):
+        check_geometry(getattr(image, "filename", "") or "(a PIL image)", *image.size)
         im = to_rgb(image)  # the loaders' mode rules (16-bit, palette, alpha, CMYK)
         if im.size != (width, height):
             im = im.resize((width, height), Image.Resampling.BILINEAR)
@@ -162,7 +163,7 @@ def _to_uint8(image: str | Path | Image.Image, height: int, width: int) -> np.nd
     p = Path(image)
     if not p.is_file():
         raise DatasetError(f"image not found: {display_path(p)}")
-    return decode_resize(p, (height, width))
+    return decode_resize(p, (height, width), geometry="warn")
 
 
 def _data_cfg(model: ReIDNet, cfg: Config | None) -> DataConfig:
@@ -249,4 +250,5 @@ def search(
     k = min(k, g.shape[0])
     # A stable sort keeps ties in gallery order, the same rule as the metrics (protocols.md).
     order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
-    return order, torch.gather(dist, 1, order)
+    # Rounding can put 1 - q·g a hair outside [0, 2], the range every distance shown has.
+    return order, torch.gather(dist, 1, order).clamp_(0.0, 2.0)

@@ -58,6 +58,7 @@ import importlib
 import io
 import json
 import logging
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -86,6 +87,7 @@ __all__ = [
     "PARITY_TOLERANCE",
     "export_onnx",
     "check_parity",
+    "check_tolerance",
     "checkpoint_fingerprint",
     "onnx_session",
     "physical_cores",
@@ -161,6 +163,13 @@ class InferenceGraph(nn.Module):
         else:
             feats = self.model.test_features(images, self.modality, self.feature).float()
         return F.normalize(feats, dim=1)
+
+
+def check_tolerance(tolerance: float | None, what: str = "--tolerance") -> None:
+    """A parity tolerance is a finite difference >= 0 (None: only measure); NaN would make
+    every comparison pass."""
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ConfigError(f"{what} must be a finite number >= 0, got {tolerance}")
 
 
 def checkpoint_fingerprint(path: str | os.PathLike[str]) -> str:
@@ -423,7 +432,13 @@ def read_metadata(onnx_path: str | os.PathLike[str]) -> dict[str, str]:
         read_metadata("ir.onnx")["modality"]   # 'ir'
     """
     onnx = _require("onnx")
-    proto = onnx.load_model(str(onnx_path), load_external_data=False)
+    try:
+        proto = onnx.load_model(str(onnx_path), load_external_data=False)
+    except OSError as exc:
+        raise ExportError(f"cannot read ONNX graph {onnx_path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # protobuf's DecodeError and friends: not a graph
+        raise ExportError(f"{onnx_path}: not an ONNX graph (its content does not parse: "
+                          f"{type(exc).__name__})") from None
     return {p.key: p.value for p in proto.metadata_props}
 
 
@@ -495,7 +510,9 @@ def check_parity(
     Raises:
         ExportError: the difference exceeds ``tolerance``, the graph's output has the wrong
             shape, or either side gives non-finite features (NaN would compare as equal).
+        ConfigError: ``tolerance`` is negative or not finite.
     """
+    check_tolerance(tolerance)
     meta = read_metadata(onnx_path)
     modality, feature = meta["modality"], meta["feature"]
     flip = meta["flip"] == "true"

@@ -69,7 +69,7 @@ from df2am.config import (
 )
 from df2am.data.datasets import DATASETS
 from df2am.errors import CheckpointError, ConfigError
-from df2am.train.checkpoint import FORMAT_VERSION, save_checkpoint
+from df2am.train.checkpoint import FORMAT_VERSION, first_non_finite, save_checkpoint
 
 if TYPE_CHECKING:
     from df2am.models import ConversionReport
@@ -221,6 +221,13 @@ def import_checkpoint(
         converted, report = SOURCES[source].convert(state)
     except CheckpointError as exc:
         raise CheckpointError(f"{src}: {exc}") from None
+    bad = first_non_finite(converted)
+    if bad is not None:  # df2am would refuse to load the file written
+        key = report.stripped_prefix + report.mapped.get(bad, bad)
+        where = f" (in {entry!r})" if entry else ""
+        raise CheckpointError(f"{src}: tensor {key!r}{where} holds NaN or infinite values "
+                              f"(df2am's {bad}): the source model diverged or the file is "
+                              "damaged; nothing was written")
     cfg = _imported_config(source, dataset, report.model_options(pooling), overrides)
     from df2am.models import build_model
 

@@ -14,7 +14,8 @@ Command line: ``df2am index build FEATS --out INDEX``, ``df2am search INDEX --qu
 ``df2am index calibrate INDEX --queries FEATS``.
 
 Scores are inner products of L2-normalised rows (= cosine similarity); distances are
-``1 - ip``, the cosine distance of :func:`df2am.deploy.api.search`. Kinds:
+``1 - ip``, the cosine distance of :func:`df2am.deploy.api.search`, in [0, 2], smaller =
+closer (the one convention of everything df2am shows: :data:`DISTANCE`). Kinds:
 
 * ``exact`` — ``IndexFlatIP``: every gallery row scored; the reference answer.
 * ``ivf`` — ``IndexIVFFlat`` (k-means into ``nlist`` cells, ``nprobe`` cells visited per
@@ -28,6 +29,19 @@ The index file is FAISS's own (``faiss.write_index``); the sidecar ``INDEX.json`
 features' fingerprint, dimension, image paths and root, modality, kind and parameters, so a
 search can refuse queries from another model. FAISS is imported lazily: the rest of df2am
 works without it (``pip install 'df2am[deploy]'``).
+
+Validation (this module owns index parameters and thresholds): :func:`check_params` holds the
+range of every FAISS parameter (``nlist`` in 1..N, ``nprobe`` in 1..nlist, HNSW ``m`` in
+2..512, ``ef_search`` and ``ef_construction`` >= 1), applied when an index is built (naming the
+option) *and* when one is loaded (naming ``INDEX.json`` and the key: a hand-edited sidecar),
+before FAISS sees a value: several bad values crash FAISS natively. The sidecar's ``ntotal``,
+``runtime`` and ``precision`` must agree with the index and the values df2am writes; an
+empty, truncated or foreign ``.faiss`` file is named in one line (not FAISS's C++ trace).
+:func:`check_threshold`: an open-set threshold is a cosine distance, finite and in [0, 2]. A
+search returns exactly ``k`` matches per query when the gallery has ``k`` rows: HNSW searches
+with a beam of at least ``k`` (``max(ef_search, k)``), and an IVF query whose visited cells
+hold fewer than ``k`` rows is searched again over every cell; ``-1`` rows (FAISS's "none") are
+never a match.
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,10 +58,11 @@ from typing import Any
 import numpy as np
 
 from df2am.atomic import atomic_path, atomic_write
-from df2am.deploy.features import FeatureSet
+from df2am.deploy.features import FeatureSet, check_numerics_keys, read_sidecar
 from df2am.errors import ConfigError, Df2amError
 
 __all__ = [
+    "DISTANCE",
     "INDEX_FORMAT",
     "INDEX_KINDS",
     "SearchIndexError",
@@ -61,12 +77,22 @@ __all__ = [
     "calibrate_threshold",
     "check_target_recall",
     "unit_rows",
+    "check_params",
+    "check_threshold",
 ]
 
 logger = logging.getLogger(__name__)
 
 INDEX_FORMAT = "df2am-index-v1"
 INDEX_KINDS = ("exact", "ivf", "hnsw")
+#: The distance every ranking df2am shows is in (CLI text, JSON, the web page).
+DISTANCE = "cosine distance 1 - cos(q, g), in [0, 2], smaller = closer"
+#: Each kind's parameters and their command-line options.
+PARAMS: dict[str, tuple[str, ...]] = {"exact": (), "ivf": ("nlist", "nprobe"),
+                                      "hnsw": ("m", "ef_construction", "ef_search")}
+OPTIONS = {"nlist": "--nlist", "nprobe": "--nprobe", "m": "--m", "ef_search": "--ef-search",
+           "ef_construction": "--ef-construction"}
+MAX_HNSW_M = 512
 
 
 class SearchIndexError(Df2amError):
@@ -87,6 +113,56 @@ def import_faiss() -> Any:
             "pip install 'df2am[deploy]'  (or: pip install faiss-cpu)"
         ) from None
     return faiss
+
+
+def check_threshold(threshold: float | None, what: str = "--threshold") -> float | None:
+    """An open-set threshold is a cosine distance: finite and in [0, 2] (None: no threshold).
+
+    Below 0 every query is "not in the gallery", true matches included; above 2 every query
+    is "in the gallery": neither is a threshold.
+    """
+    if threshold is None:
+        return None
+    t = float(threshold)
+    if not math.isfinite(t) or not 0.0 <= t <= 2.0:
+        raise ConfigError(f"{what} must be a cosine distance in [0, 2] (1 - cos; smaller = "
+                          f"closer), got {threshold}")
+    return t
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def check_params(kind: str, params: dict[str, Any], n: int,
+                 name: Any = OPTIONS.get) -> None:
+    """Refuse FAISS parameters out of range for a ``kind`` index over ``n`` rows.
+
+    ``name(key)`` spells a parameter in messages (the option at build time, ``INDEX.json:
+    params.key`` at load time). Ranges: ``nlist`` 1..n, ``nprobe`` 1..nlist, ``m``
+    2..:data:`MAX_HNSW_M`, ``ef_search`` >= 1, ``ef_construction`` >= 1; every one an int.
+    """
+    if kind not in INDEX_KINDS:
+        raise ConfigError(f"index type must be one of {INDEX_KINDS}, got {kind!r}")
+    unknown = sorted(set(params) - set(PARAMS[kind]))
+    missing = [k for k in PARAMS[kind] if k not in params]
+    if unknown or missing:
+        has = ", ".join(PARAMS[kind]) or "none"
+        raise ConfigError(
+            f"{name(unknown[0])}: not a parameter of the {kind} index type (it has: {has})"
+            if unknown else f"{name(missing[0])} is missing (the {kind} index type has: {has})")
+    limits = {"nlist": (1, n, "the gallery size"), "nprobe": (1, params.get("nlist"), "nlist"),
+              "m": (2, MAX_HNSW_M, ""), "ef_search": (1, None, ""),
+              "ef_construction": (1, None, "")}
+    for key in PARAMS[kind]:
+        value = params[key]
+        low, high, why = limits[key]
+        if not _is_int(value):
+            raise ConfigError(f"{name(key)} must be an integer, got {value!r}")
+        if value < low or (high is not None and value > high):
+            span = (f"be in {low}..{high}" + (f" ({why})" if why else "")
+                    if high is not None else f"be >= {low}")
+            raise ConfigError(f"{name(key)} must {span}, got {value}")
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -129,7 +205,12 @@ class SearchIndex:
     def search(self, queries: np.ndarray, k: int = 20) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows (int64, -1 = none found) and cosine distances (float32), (Q, k).
 
-        ``k`` is capped at the gallery size; best match first.
+        ``k`` is capped at the gallery size; best match first. Every query gets ``k`` rows
+        (see the module docstring); a -1 left (an HNSW graph that does not reach enough
+        rows) comes with an infinite distance and is no match.
+
+        Raises:
+            SearchIndexError: queries of another dimension, or a non-finite or all-zero row.
         """
         q = np.asarray(queries)
         if q.ndim != 2 or q.shape[1] != self.dim:
@@ -138,9 +219,37 @@ class SearchIndex:
                 f"{tuple(q.shape)}) but the index holds {self.dim}-d features")
         if k < 1:
             raise ConfigError(f"--top-k must be >= 1, got {k}")
+        x = np.asarray(q, dtype=np.float32)
+        bad = ~np.isfinite(x).all(axis=1) | ~(x != 0).any(axis=1)
+        if bad.any():
+            raise SearchIndexError(f"query row {int(np.argmax(bad))} is not a feature (NaN, "
+                                   "infinite or all zeros): nothing to search with")
         k = min(k, int(self.index.ntotal))
-        scores, rows = self.index.search(unit_rows(q), k)
-        dist = np.where(rows >= 0, 1.0 - scores, np.inf).astype(np.float32)
+        x = unit_rows(x)
+        kind = self.meta.get("type")
+        if kind == "hnsw":  # a beam narrower than k cannot return k rows
+            ef = self.index.hnsw.efSearch
+            self.index.hnsw.efSearch = max(ef, k)
+            try:
+                scores, rows = self.index.search(x, k)
+            finally:
+                self.index.hnsw.efSearch = ef
+        else:
+            scores, rows = self.index.search(x, k)
+        short = (rows < 0).any(axis=1)
+        if kind == "ivf" and short.any() and self.index.nprobe < self.index.nlist:
+            logger.info("%d query(ies): the %d visited IVF cell(s) held fewer than %d rows; "
+                        "searched again over all %d cells", int(short.sum()),
+                        self.index.nprobe, k, self.index.nlist)
+            nprobe = self.index.nprobe
+            self.index.nprobe = self.index.nlist
+            try:
+                scores[short], rows[short] = self.index.search(x[short], k)
+            finally:
+                self.index.nprobe = nprobe
+        # Float rounding puts 1 - q·g of a near-duplicate a hair below 0: the convention
+        # (DISTANCE) is [0, 2], and a calibrated threshold must stay a valid --threshold.
+        dist = np.where(rows >= 0, np.clip(1.0 - scores, 0.0, 2.0), np.inf).astype(np.float32)
         return rows.astype(np.int64), dist
 
 
@@ -158,9 +267,13 @@ def default_nlist(n: int) -> int:
 
 
 def build_index(fs: FeatureSet, kind: str = "exact", *, nlist: int | None = None,
-                nprobe: int = 16, m: int = 32, ef_search: int = 64,
-                ef_construction: int = 40, features_path: str = "") -> SearchIndex:
+                nprobe: int | None = None, m: int | None = None, ef_search: int | None = None,
+                ef_construction: int | None = None, features_path: str = "") -> SearchIndex:
     """Build a ``kind`` index (``exact`` | ``ivf`` | ``hnsw``) over a feature set.
+
+    Parameters left ``None`` take their defaults (``nlist`` ≈ 4·√N, ``nprobe`` min(16,
+    nlist), ``m`` 32, ``ef_construction`` 40, ``ef_search`` 64); each is checked by
+    :func:`check_params` before FAISS sees it; one given for another kind is a warning.
 
     Example::
 
@@ -169,24 +282,34 @@ def build_index(fs: FeatureSet, kind: str = "exact", *, nlist: int | None = None
     faiss = import_faiss()
     if kind not in INDEX_KINDS:
         raise ConfigError(f"--type must be one of {INDEX_KINDS}, got {kind!r}")
-    x = unit_rows(fs.features)
-    n, d = x.shape
+    n, d = fs.features.shape
+    given = {"nlist": nlist, "nprobe": nprobe, "m": m, "ef_search": ef_search,
+             "ef_construction": ef_construction}
+    ignored = [OPTIONS[k] for k, v in given.items() if v is not None and k not in PARAMS[kind]]
+    if ignored:
+        logger.warning("%s: not a parameter of --type %s, ignored", ", ".join(ignored), kind)
     params: dict[str, Any] = {}
+    if kind == "ivf":
+        params["nlist"] = default_nlist(n) if nlist is None else nlist
+        nl = params["nlist"] if _is_int(params["nlist"]) and params["nlist"] >= 1 else 1
+        params["nprobe"] = min(16, nl) if nprobe is None else nprobe
+    elif kind == "hnsw":
+        params = {"m": 32 if m is None else m,
+                  "ef_construction": 40 if ef_construction is None else ef_construction,
+                  "ef_search": 64 if ef_search is None else ef_search}
+    check_params(kind, params, n)
+    x = unit_rows(fs.features)
     if kind == "exact":
         index = faiss.IndexFlatIP(d)
     elif kind == "ivf":
-        nlist = nlist or default_nlist(n)
-        if not 1 <= nlist <= n:
-            raise ConfigError(f"--nlist must be in 1..{n} (the gallery size), got {nlist}")
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, params["nlist"],
+                                   faiss.METRIC_INNER_PRODUCT)
         index.train(x)  # FAISS samples ≤ 256·nlist rows for k-means
-        index.nprobe = min(nprobe, nlist)
-        params = {"nlist": nlist, "nprobe": index.nprobe}
+        index.nprobe = params["nprobe"]
     else:
-        index = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = ef_construction
-        index.hnsw.efSearch = ef_search
-        params = {"m": m, "ef_construction": ef_construction, "ef_search": ef_search}
+        index = faiss.IndexHNSWFlat(d, params["m"], faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params["ef_construction"]
+        index.hnsw.efSearch = params["ef_search"]
     index.add(x)
     logger.info("built %s index of %d × %d (%s)", kind, n, d, params or "no parameters")
     return SearchIndex(index, index_meta(fs, kind, params, features_path))
@@ -233,20 +356,73 @@ def load_index(path: str | os.PathLike[str]) -> SearchIndex:
     for f in (fidx, js):
         if not f.is_file():
             raise SearchIndexError(f"index file not found: {f} (expected {fidx.name} + {js.name})")
+    meta = read_sidecar(js, SearchIndexError)
+    _check_sidecar(meta, js)  # before FAISS reads anything the sidecar configures
     try:
-        meta = json.loads(js.read_text())
         index = faiss.read_index(str(fidx))
     except (OSError, ValueError, RuntimeError) as exc:
-        raise SearchIndexError(f"cannot read index {fidx} / {js.name}: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
-        raise SearchIndexError(f"{js}: not a df2am index sidecar (format != {INDEX_FORMAT!r})")
-    if index.d != meta["dim"] or index.ntotal != len(meta["paths"]):
-        raise SearchIndexError(f"{fidx}: {index.ntotal} × {index.d} does not match {js.name}")
+        said = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        said = re.sub(r"^.*?\.cpp:\d+: (Error: '.*?' failed: )?", "", said)
+        raise SearchIndexError(f"{fidx}: not a readable FAISS index (empty, truncated or "
+                               f"another format; FAISS: {said})") from None
+    _check_matches(index, meta, fidx, js, faiss)
     if meta["type"] == "ivf":
         index.nprobe = meta["params"]["nprobe"]  # a search-time setting: not in the file
     elif meta["type"] == "hnsw":
         index.hnsw.efSearch = meta["params"]["ef_search"]
     return SearchIndex(index, meta)
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "a mapping"}
+
+
+def _check_sidecar(meta: Any, js: Path) -> None:
+    """Every key a search reads, with its type; the parameters by :func:`check_params`."""
+    if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
+        raise SearchIndexError(f"{js}: not a df2am index sidecar (format != {INDEX_FORMAT!r})")
+    types = {"type": str, "params": dict, "dim": int, "fingerprint": str, "modality": str,
+             "paths": list, "root": str}
+    for key, tp in types.items():
+        if key not in meta:
+            raise SearchIndexError(f"{js}: the sidecar lacks key {key!r}")
+        if not isinstance(meta[key], tp) or isinstance(meta[key], bool):
+            raise SearchIndexError(f"{js}: key {key!r} must be {_TYPE_NAMES[tp]}, got "
+                                   f"{str(meta[key])[:40]!r}")
+    if meta["modality"] not in ("rgb", "ir"):
+        raise SearchIndexError(f"{js}: 'modality' must be 'rgb' or 'ir', got "
+                               f"{meta['modality']!r}")
+    if not all(isinstance(p, str) for p in meta["paths"]):
+        raise SearchIndexError(f"{js}: 'paths' must list strings")
+    if "ntotal" in meta and meta["ntotal"] != len(meta["paths"]):
+        raise SearchIndexError(f"{js}: 'ntotal' is {meta['ntotal']!r} but 'paths' lists "
+                               f"{len(meta['paths'])} images")
+    check_numerics_keys(meta, js, SearchIndexError)
+    if meta["type"] not in INDEX_KINDS:
+        raise SearchIndexError(f"{js}: 'type' must be one of {INDEX_KINDS}, got "
+                               f"{meta['type']!r}")
+    try:
+        check_params(meta["type"], meta["params"], len(meta["paths"]),
+                     lambda key: f"{js}: params.{key}")
+    except ConfigError as exc:
+        raise SearchIndexError(str(exc)) from None
+
+
+def _check_matches(index: Any, meta: dict[str, Any], fidx: Path, js: Path, faiss: Any) -> None:
+    """The FAISS file is the index its sidecar describes (size, kind, metric, cells)."""
+    if index.d != meta["dim"] or index.ntotal != len(meta["paths"]):
+        raise SearchIndexError(f"{fidx}: {index.ntotal} × {index.d} does not match {js.name} "
+                               f"({len(meta['paths'])} paths × {meta['dim']})")
+    kind = meta["type"]
+    is_kind = {"exact": isinstance(index, faiss.IndexFlat),
+               "ivf": isinstance(index, faiss.IndexIVF), "hnsw": isinstance(index, faiss.IndexHNSW)}
+    if not is_kind[kind]:
+        raise SearchIndexError(f"{js}: 'type' is {kind!r} but {fidx.name} holds a "
+                               f"{type(index).__name__}")
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise SearchIndexError(f"{fidx}: not an inner-product index (cosine on unit rows)")
+    if kind == "ivf" and index.nlist != meta["params"]["nlist"]:
+        raise SearchIndexError(f"{js}: params.nlist is {meta['params']['nlist']} but "
+                               f"{fidx.name} has {index.nlist} cells")
 
 
 def calibrate_threshold(best_dist: np.ndarray, correct: np.ndarray, genuine: np.ndarray,
@@ -267,6 +443,10 @@ def calibrate_threshold(best_dist: np.ndarray, correct: np.ndarray, genuine: np.
     if not 0.0 <= target_far <= 1.0:
         raise ConfigError(f"--target-far must be in [0, 1], got {target_far}")
     d = np.asarray(best_dist, dtype=np.float64)
+    if d.size == 0 or not np.isfinite(d).all():
+        raise SearchIndexError(
+            "calibration needs a finite top-1 distance for every validation query; got "
+            + ("no query" if d.size == 0 else f"{int((~np.isfinite(d)).sum())} non-finite"))
     order = np.argsort(d, kind="stable")
     d, ok = d[order], np.asarray(correct, bool)[order]
     q, g = len(d), max(int(np.asarray(genuine, bool).sum()), 1)
@@ -275,6 +455,12 @@ def calibrate_threshold(best_dist: np.ndarray, correct: np.ndarray, genuine: np.
     # Ties: a threshold accepts every query at that distance, so use the last of a run.
     allowed = [i for i in allowed if i == q - 1 or d[i + 1] > d[i]]
     if not allowed:
+        if d[0] <= 0.0:  # a threshold is a distance >= 0: it cannot exclude these
+            raise SearchIndexError(
+                f"no threshold in [0, 2] keeps the false-accept rate within {target_far:g}: "
+                f"{int((d <= 0).sum())} validation query(ies) are at distance 0 from their "
+                "top-1 and some of those have the wrong id (an image in the gallery under "
+                "another id?)")
         t = float(np.nextafter(d[0], -np.inf))  # accept nothing
         return {"threshold": t, "far": 0.0, "tar": 0.0, "target_far": target_far,
                 "queries": q, "genuine": int(np.sum(genuine))}

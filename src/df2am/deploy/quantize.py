@@ -110,7 +110,7 @@ def calibration_images(source: str | os.PathLike[str] | Sequence[str | os.PathLi
     out = np.empty((len(files), height, width, 3), np.uint8)
     for i, f in enumerate(files):
         try:
-            out[i] = decode_resize(f, (height, width))
+            out[i] = decode_resize(f, (height, width), geometry="warn")
         except DatasetError as exc:
             raise DatasetError(f"calibration image {f} cannot be used: {exc}") from None
     return out

@@ -52,6 +52,7 @@ __all__ = [
     "MixedNumericsError",
     "QueryModel",
     "check_numerics",
+    "check_threads",
     "load_query_model",
     "file_sha256",
     "is_graph",
@@ -70,6 +71,18 @@ class MixedNumericsError(Df2amError):
 def is_graph(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` names an ONNX graph (by its ``.onnx`` suffix) rather than a checkpoint."""
     return Path(path).suffix.lower() == ".onnx"
+
+
+def check_threads(threads: int | None, *, used: bool) -> None:
+    """``--threads`` is ONNX Runtime's intra-op thread count: >= 1; given where no graph runs
+    (a PyTorch checkpoint), a warning that it is ignored."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    if not used:
+        logger.warning("--threads %d: ONNX Runtime's setting, but no .onnx graph runs here "
+                       "(a PyTorch checkpoint): ignored", threads)
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -118,6 +131,8 @@ class _Graph:
     def __init__(self, path: Path, threads: int | None) -> None:
         if not path.is_file():
             raise ConfigError(f"ONNX graph not found: {path}")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {threads}")
         self.path = path
         self.meta = read_metadata(path)
         self.threads = threads
@@ -296,6 +311,7 @@ def load_query_model(index: Any, *, checkpoint: str | os.PathLike[str] | None = 
     """
     if graphs and checkpoint is not None:
         raise ConfigError("give --checkpoint or --onnx, not both")
+    check_threads(threads, used=bool(graphs))
     if graphs:
         gm = GraphModel(graphs, threads=threads)
         index.check_fingerprint(gm.fingerprint, f"the graph(s) {', '.join(map(str, graphs))}")

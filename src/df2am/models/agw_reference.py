@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +67,7 @@ from typing import Any
 import torch
 
 from df2am.config import ModelConfig
-from df2am.errors import CheckpointError
+from df2am.errors import CheckpointError, unreadable_reason
 from df2am.models.agw import NON_LOCAL_BLOCKS, AGWNet
 
 __all__ = [
@@ -431,16 +432,23 @@ def read_reference_checkpoint(
     if not p.is_file():
         raise CheckpointError(f"{p}: no such file (expected an AGW reference checkpoint)")
     try:
-        with torch.serialization.safe_globals(_numpy_data_globals()):
+        # warnings: torch's note on foreign pickle protocols would precede the plain error.
+        with torch.serialization.safe_globals(_numpy_data_globals()), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             obj: Any = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError (refused global), corrupt file, ...
         raise CheckpointError(
-            f"{p}: refused or unreadable: df2am loads checkpoints with weights_only=True "
-            f"(tensors, containers and numpy data only; nothing in the file is run) "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            f"{p}: refused or unreadable: {unreadable_reason(p, exc)} (df2am loads "
+            "checkpoints with weights_only=True: tensors, containers and numpy data only; "
+            "nothing in the file is run)"
         ) from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{p}: expected a dict, got {type(obj).__name__}")
+    if "format_version" in obj and "config" in obj:
+        raise CheckpointError(f"{p}: already a df2am checkpoint (format_version "
+                              f"{obj['format_version']}): every verb takes it as it is; there "
+                              "is nothing to import")
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return dict(obj), ""
     for where in ("net", "state_dict", "model"):

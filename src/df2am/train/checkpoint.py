@@ -44,6 +44,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ import numpy as np
 import torch
 
 from df2am.atomic import atomic_write
-from df2am.errors import CheckpointError
+from df2am.errors import CheckpointError, unreadable_reason
 
 __all__ = [
     "FORMAT_VERSION",
@@ -186,18 +187,24 @@ def load_checkpoint(
         required: keys that must be present; :data:`MODEL_KEYS` suffices for evaluation.
 
     Raises:
-        CheckpointError: the file is missing or unreadable, is not a dict, lacks a required
-            key (the message names the path and the key) or has an unknown format version.
+        CheckpointError: the file is missing or not a checkpoint (text, truncated, a zip of
+            something else, a pickle that would need code: one plain sentence, never the advice
+            to load it unsafely), is not a dict, lacks a required key (the message names the
+            path and the key), has an unknown format version, or its model weights hold a NaN
+            or an infinity (the message names the first such tensor).
     """
     p = Path(path)
     if not p.is_file():
+        if p.is_dir():
+            raise CheckpointError(f"checkpoint {p} is a folder, not a checkpoint file")
         raise CheckpointError(f"checkpoint not found: {p}")
     try:
-        obj = torch.load(p, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # a corrupt file can fail anywhere in unpickling (struct.error, ...)
         raise CheckpointError(
-            f"{p}: cannot read checkpoint ({type(exc).__name__}: {exc})"
-        ) from None
+            f"{p}: not a df2am checkpoint: {unreadable_reason(p, exc)}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{p}: expected a checkpoint dict, got {type(obj).__name__}")
     for key in required:
@@ -211,7 +218,16 @@ def load_checkpoint(
             f"{p}: checkpoint format_version {version!r} is not supported "
             f"(this df2am reads version {FORMAT_VERSION})"
         )
+    weights = obj.get("model")
+    if isinstance(weights, dict):
+        bad = first_non_finite(weights)
+        if bad is not None:
+            raise CheckpointError(
+                f"{p}: weight {bad!r} holds NaN or infinite values (the first such tensor); "
+                "the run diverged or the file is damaged: use an earlier checkpoint")
     return obj
+
+
 
 
 # --------------------------------------------------------------------------- RNG state

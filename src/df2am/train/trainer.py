@@ -262,6 +262,8 @@ def train(
     cfg = config_from_dict(config_to_dict(cfg))  # private copy, re-validated
     run_dir = Path(run_dir)
     check_path_text(run_dir)
+    if not resume:  # before the run directory is claimed: a fresh run that failed in the
+        _check_data_root(cfg)  # build left config.yaml, then the same command was refused
     device = resolve_device(cfg.train.device, env_world()[2])  # local rank: one GPU each
     # The hardware rule of train.precision, before anything is written. The run records the
     # concrete value (config.yaml, checkpoints): a resume on other hardware re-checks it
@@ -329,6 +331,15 @@ def _load_last(run_dir: Path, resume: bool) -> dict[str, Any] | None:
     """``checkpoints/last.pt`` of a resumed run (None for a fresh run or when there is none)."""
     last_path = run_dir / "checkpoints" / "last.pt"
     return load_checkpoint(last_path) if resume and last_path.is_file() else None
+
+
+def _check_data_root(cfg: Config) -> None:
+    """``data.root`` is set and holds the dataset's top-level layout (cheap: no listing)."""
+    from df2am.data.datasets import get_dataset
+
+    if not cfg.data.root:
+        raise ConfigError("data.root is empty: give the dataset folder, e.g. data.root=/data/SYSU")
+    get_dataset(cfg.data.dataset).check_layout(cfg.data.root)
 
 
 def _build(cfg: Config, run_dir: Path, device: torch.device, ctx: DistContext) -> _Run:

@@ -31,7 +31,6 @@ Routes:
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
@@ -49,8 +48,9 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from df2am.assess.results import RESULTS_NAME, read_results
-from df2am.data.images import to_rgb
+from df2am.data.images import check_geometry, decode_bytes
 from df2am.deploy.features import IMAGE_SUFFIXES
+from df2am.deploy.index import DISTANCE
 from df2am.errors import ConfigError, DatasetError, Df2amError
 
 __all__ = ["create_app", "safe_path", "path_labels", "DEFAULT_MAX_UPLOAD", "SearchState",
@@ -146,9 +146,10 @@ class SearchState:
              allow_mixed: bool = False) -> SearchState:
         """The index and its query model: ``graphs`` (ONNX Runtime), ``checkpoint``, or the
         checkpoint the index records (:func:`df2am.deploy.runtime.load_query_model`)."""
-        from df2am.deploy.index import load_index
+        from df2am.deploy.index import check_threshold, load_index
         from df2am.deploy.runtime import load_query_model
 
+        check_threshold(threshold)
         index = load_index(index_path)
         query = load_query_model(index, checkpoint=checkpoint, graphs=graphs, device=device,
                                  threads=threads, allow_mixed=allow_mixed)
@@ -182,6 +183,7 @@ class RunState:
     trial: int | None = None
     queries: list[dict[str, Any]] = field(default_factory=list)
     ranked: bool = False
+    distance: str = DISTANCE
 
     @classmethod
     def load(cls, run: str | os.PathLike[str], root: str | os.PathLike[str] | None, *,
@@ -245,10 +247,17 @@ class RunState:
                 out[idx] = f
             return out
 
+        metric = proto.get("metric", "cosine")
         with torch.no_grad():
-            dist = pairwise_distance(feats(query), feats(gallery),
-                                     metric=proto.get("metric", "cosine"))
+            dist = pairwise_distance(feats(query), feats(gallery), metric=metric)
         dist = np.asarray(dist.cpu().numpy() if hasattr(dist, "cpu") else dist)
+        if metric == "cosine":  # the evaluator ranks by -cos; the user sees 1 - cos
+            dist = dist + 1.0
+        self.distance = DISTANCE if metric == "cosine" else "Euclidean distance"
+
+        def shown(d: float) -> float:  # rounding can put 1 - cos a hair outside [0, 2]
+            return float(min(max(d, 0.0), 2.0)) if metric == "cosine" else float(d)
+
         rule = proto.get("metric_rule", ds.metric_rule)
         g_ids = np.array([g.pid for g in gallery])
         g_cams = np.array([g.cam for g in gallery])
@@ -265,7 +274,7 @@ class RunState:
             valid = bool((g_ids[cols] == q.pid).any())
             ranked = [{"path": gallery[j].path, "url": f"/dataset/{gallery[j].path}",
                        "pid": int(g_ids[j]), "cam": int(g_cams[j]),
-                       "distance": float(dist[qi, j]), "correct": bool(g_ids[j] == q.pid)}
+                       "distance": shown(dist[qi, j]), "correct": bool(g_ids[j] == q.pid)}
                       for j in order[:k]]
             self.queries.append({"qi": qi, "path": q.path, "url": f"/dataset/{q.path}",
                                  "pid": int(q.pid), "cam": int(q.cam), "valid": valid,
@@ -289,6 +298,7 @@ class RunState:
             "cmc": r.get("cmc", {}),
             "checkpoint": r.get("checkpoint"),
             "ranked": self.ranked,
+            "distance": self.distance,
             "trial": self.trial,
             "num_queries": len(self.queries),
             "rank1_recomputed": (100.0 * sum(q["correct"] for q in valid) / len(valid)
@@ -323,7 +333,7 @@ def create_app(
         Df2amError: a file that cannot be loaded (index, checkpoint, results.json, dataset),
             a recorded checkpoint that moved or changed, int8 mixed with float numerics.
     """
-    _check_options(index, checkpoint, run, root, max_upload_bytes)
+    _check_options(index, checkpoint, run, root, max_upload_bytes, run_k)
     search = (SearchState.load(index, checkpoint, graphs=onnx, threshold=threshold,
                                device=device, threads=threads,
                                allow_mixed=allow_mixed_precision)
@@ -341,7 +351,7 @@ def create_app(
 
 
 def _check_options(index: Any, checkpoint: Any, run: Any, root: Any,
-                   max_upload_bytes: int) -> None:
+                   max_upload_bytes: int, run_k: int) -> None:
     if index is None and run is None:
         raise ConfigError("serve needs --index INDEX and/or --run DIR")
     if run is not None and root is None:
@@ -350,6 +360,8 @@ def _check_options(index: Any, checkpoint: Any, run: Any, root: Any,
         raise DatasetError(f"--root {root}: not a folder")
     if max_upload_bytes < 1:
         raise ConfigError(f"max upload size must be >= 1 byte, got {max_upload_bytes}")
+    if run_k < 1:
+        raise ConfigError(f"--run-k must be >= 1, got {run_k}")
 
 
 def _page_routes(app: FastAPI, search: SearchState | None, run_state: RunState | None,
@@ -363,7 +375,7 @@ def _page_routes(app: FastAPI, search: SearchState | None, run_state: RunState |
     @app.get("/api/info")
     def info() -> dict[str, Any]:
         out: dict[str, Any] = {"search": search is not None, "run": run_state is not None,
-                               "max_upload_bytes": max_upload_bytes}
+                               "max_upload_bytes": max_upload_bytes, "distance": DISTANCE}
         if search is not None:
             m = search.index.meta
             out.update(gallery_size=len(search.files), gallery_modality=m.get("modality"),
@@ -375,18 +387,17 @@ def _page_routes(app: FastAPI, search: SearchState | None, run_state: RunState |
         return out
 
 
-def _decode_upload(data: bytes, max_upload_bytes: int) -> Image.Image:
-    """The uploaded bytes as an RGB image (the loaders' mode rules), or a 400."""
+def _decode_upload(data: bytes, max_upload_bytes: int, name: str) -> tuple[Image.Image, list[str]]:
+    """The uploaded bytes as an RGB image (the loaders' mode rules) and warnings about it
+    (odd geometry, naming the upload), or a 400 with a plain message naming the upload."""
     if len(data) > max_upload_bytes:
-        raise HTTPException(400, f"upload too large: more than {max_upload_bytes} bytes")
-    if not data:
-        raise HTTPException(400, "empty upload")
+        raise HTTPException(400, f"upload {name!r} too large: more than {max_upload_bytes} bytes")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return to_rgb(im)  # 16-bit, palette, alpha, CMYK as training decodes them
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise HTTPException(400, f"not a readable image: {exc}") from None
+        image = decode_bytes(data, name)
+    except DatasetError as exc:
+        raise HTTPException(400, str(exc)) from None
+    warning = check_geometry(name, *image.size)
+    return image, [warning] if warning else []
 
 
 def _search_page(st: SearchState, image: Image.Image, modality: str, offset: int,
@@ -407,9 +418,13 @@ def _search_page(st: SearchState, image: Image.Image, modality: str, offset: int
                if r >= 0][offset:]
     best = float(dist[0]) if len(dist) and rows[0] >= 0 else None
     verdict = (None if st.threshold is None or best is None else best <= st.threshold)
+    found = int((rows >= 0).sum())
+    note = (f"the {st.index.meta.get('type')} index reached only {found} of the "
+            f"{len(rows)} gallery images asked for" if found < len(rows) else None)
     return {"results": results, "total": total, "offset": offset, "limit": limit,
             "modality": modality, "gallery_modality": st.index.meta.get("modality"),
-            "threshold": st.threshold, "best_distance": best, "in_gallery": verdict}
+            "threshold": st.threshold, "best_distance": best, "in_gallery": verdict,
+            "distance": DISTANCE, "note": note}
 
 
 def _search_routes(app: FastAPI, search: SearchState | None, max_upload_bytes: int) -> None:
@@ -428,8 +443,10 @@ def _search_routes(app: FastAPI, search: SearchState | None, max_upload_bytes: i
             raise HTTPException(400, f"modality must be 'rgb' or 'ir', got {modality!r}")
         if offset < 0 or not 1 <= limit <= MAX_LIMIT:
             raise HTTPException(400, f"need offset >= 0 and 1 <= limit <= {MAX_LIMIT}")
-        image = _decode_upload(await file.read(max_upload_bytes + 1), max_upload_bytes)
-        return _search_page(st, image, modality, offset, limit)
+        name = file.filename or "upload"
+        image, warnings = _decode_upload(await file.read(max_upload_bytes + 1),
+                                         max_upload_bytes, name)
+        return {**_search_page(st, image, modality, offset, limit), "warnings": warnings}
 
     @app.get("/gallery/{i}")
     def gallery_image(i: int) -> FileResponse:

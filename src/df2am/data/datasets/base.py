@@ -77,7 +77,8 @@ def parse_list_file(path: Path, what: str) -> list[tuple[str, int]]:
             f"missing idx file {path}: expected lines '<relative path> <label>' ({what})"
         )
     entries: list[tuple[str, int]] = []
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    # utf-8-sig: a byte-order mark (Windows editors) is not part of the first path.
+    lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -283,6 +284,33 @@ class Dataset(ABC):
                 )
             values[key] = value
         return TestOptions(**values)
+
+    def check_applicable(self, given: dict[str, Any], *, spell: Any = None,
+                         advice: Any = None) -> None:
+        """Refuse a protocol option this dataset does not have — the one rule for a config key
+        (``eval.direction`` on SYSU-MM01) and an argument (``df2am eval --direction`` on
+        SYSU-MM01, ``evaluate_model(direction=...)``).
+
+        Args:
+            given: option name → value the user set (a config key that differs from its
+                default, an argument that was given); ``None`` = not set.
+            spell: option name → how the user wrote it (default: the command-line option,
+                ``--direction``, also for the Python keyword; the config passes
+                ``eval.direction``).
+            advice: option name → what to do instead (default: do not give it).
+
+        Raises:
+            ConfigError: naming the option, its value and the dataset's own options.
+        """
+        spell = spell or (lambda name: f"--{name.replace('_', '-')}")
+        for name, value in given.items():
+            if value is None or name in self.option_choices:
+                continue
+            has = ", ".join(spell(k) for k in self.option_choices) or "none"
+            what = advice(name) if advice is not None else "do not give it for this dataset"
+            raise ConfigError(
+                f"{spell(name)}={value!r} does not apply to {self.title} (data.dataset="
+                f"{self.name}; its protocol options: {has}); {what}")
 
     def eval_trials(self, n_trials: int | None, model_trial: int) -> list[int]:
         """The trials one evaluation runs: the model's own trial when ``trial_per_model``,

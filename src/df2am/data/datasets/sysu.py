@@ -257,6 +257,12 @@ def sysu_gallery(
                 "the seeded SYSU-MM01 sampler is single-shot only (eval.shots=1); "
                 "multi-shot galleries need eval.sampler=official"
             )
+        if split_file is not None and str(split_file) != "":
+            raise ConfigError(
+                f"--split-file / eval.split_file ({split_file}) is the official sampler's "
+                "split, but the sampler is seeded (it draws its own galleries and would ignore "
+                "the file): add --sampler official (eval.sampler=official), or leave it out"
+            )
         return _seeded_gallery(root, test_ids, cams, trial)
     split = load_official_split(resolve_split_file(root, split_file))
     return _official_gallery(root, test_ids, cams, trial, shots, split)

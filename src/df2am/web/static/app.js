@@ -54,7 +54,8 @@ async function runSearch() {
     const res = await getJSON("/api/search", { method: "POST", body: fd });
     search.total = res.total;
     renderResults(res, limit);
-    status(`${res.total} gallery images`);
+    const notes = [...(res.warnings || []), ...(res.note ? [res.note] : [])];
+    status(notes.length ? notes.join("; ") : `${res.total} gallery images`, notes.length > 0);
   } catch (e) {
     $("results").replaceChildren(el("p", { class: "error", text: e.message }));
     $("results").dataset.state = "error";
