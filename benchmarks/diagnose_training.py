@@ -4,9 +4,11 @@ For each checkpoint given (e.g. the epoch checkpoints of a demo run), on ``--bat
 batches in train mode (the state the optimiser sees), it prints and writes to JSON:
 
 * ``grad``: the norm of each loss term's gradient on the shared trunk (layer1–layer4), on each
-  stem, and on f^g; and the cosine between each term's trunk gradient and the total's — which
-  term actually steers the shared weights;
-* ``pairs``: L_A's pairs on unit f^g — mean distance of cross-modality positives, within-modality
+  stem, and on f^g; the cosine between each term's trunk gradient and the total's, and the
+  term's *share* of the total trunk gradient (its projection on the total, <g_t, g>/|g|²; the
+  shares of all terms sum to 1) — which term actually steers the shared weights;
+* ``pairs``: L_A's pairs on its unit feature (f^g, or BN(f^g) with
+  ``loss.affinity_feature=bn_global``) — mean distance of cross-modality positives, within-modality
   positives, cross- and within-modality negatives, and each group's share of L_A;
 * ``bn``: per-modality statistics of the layer4 output: the distance between the RGB and IR
   channel means relative to the channel spread (a modality offset the shared BN cannot remove);
@@ -88,11 +90,17 @@ def diagnose(ckpt_path: Path, root: str, batches: int) -> dict:  # noqa: C901 - 
             add(f"grad/{name}/global_feat", _norm([gf]))
             add(f"value/{name}", float(t))
             flats[name] = _flat(list(gt), trunk)
+        total_sq = max(float((flats["total"] ** 2).sum()), 1e-30)
         for name, f in flats.items():
             if name != "total":
                 add(f"grad/{name}/cos_total", float(F.cosine_similarity(f, flats["total"], 0)))
+                # The term's share of the total trunk gradient: its projection on the total,
+                # <g_t, g> / |g|^2 (the shares of all terms sum to 1).
+                add(f"grad/{name}/share", float((f * flats["total"]).sum()) / total_sq)
         with torch.no_grad():
-            d = normalized_euclidean(out.global_feat)
+            # The pairs L_A actually sees (its configured feature).
+            af = out.bn_feat if cfg.loss.affinity_feature == "bn_global" else out.global_feat
+            d = normalized_euclidean(af)
             same = labels[:, None] == labels[None, :]
             mod = torch.zeros_like(labels, dtype=torch.bool)
             mod[k:] = True

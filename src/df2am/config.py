@@ -87,6 +87,10 @@ class ModelConfig:
     #: TPAMI 2021). An option of another architecture (ARCH_OPTIONS) must keep its default.
     arch: Literal["df2am", "baseline", "agw"] = "df2am"
     depth: Literal[18, 34, 50, 101] = 50
+    #: Base width of the ResNet (channels of the stem and layer1; the stages double it): 64 is
+    #: torchvision's (and ImageNet weights'); a narrower network (a multiple of 8) only from
+    #: scratch.
+    width: int = 64
     #: "none", "imagenet" (torchvision weights API; downloads only when asked) or a path to a
     #: torchvision-format ResNet state dict.
     pretrained: str = "none"
@@ -103,6 +107,9 @@ class ModelConfig:
     #: ResNet stages after the stem that are modality-specific (0: only the stems; 1: + layer1;
     #: 2: + layer1 and layer2). The rest of layer1–layer4 is shared.
     specific_stages: int = 0  # 0..2
+    #: Initial weights of the IR stem (and its specific stages): "independent" random draws,
+    #: or "copy" of the RGB ones (what ImageNet weights give both).
+    stem_init: Literal["independent", "copy"] = "independent"
     #: Test feature: "fused" (BN(f̃), default), "global" (f^g) or "bn_global" (BN(f^g)).
     test_feature: Literal["fused", "global", "bn_global"] = "fused"
     #: Average the features of the image and its horizontal flip at test time.
@@ -144,6 +151,9 @@ class LossConfig:
     #: Identity term of L_B: "per_modality" (CE over the RGB rows + CE over the IR rows, the
     #: paper) or "joint" (one CE over all rows, the AGW/CAJ code).
     id_mode: Literal["per_modality", "joint"] = "per_modality"
+    #: Weight of the cross-modality centre alignment term (0 = off): per identity of the batch,
+    #: the distance between its RGB and IR centres of unit BN(f^g).
+    center_weight: float = 0.0  # >= 0
 
 
 @dataclass
@@ -174,6 +184,10 @@ class DataConfig:
     #: CAJ's ChannelAdapGray on IR images: one of R, G, B on all three channels (1/4 each),
     #: else the luminance (1/8) or unchanged (1/8).
     ir_channel_gray: bool = False
+    #: Share of training images (both modalities) replaced by their luminance through a random
+    #: tone curve (brightness order scrambled, edges kept); 0 = off.
+    tone_aug_prob: float = 0.0  # probability, in [0, 1]
+    tone_knots: int = 4  # >= 2: knots of the random piecewise-linear tone curve
     num_workers: int = 2  # >= 0 (0 = load in the main process)
     #: Decoded, resized uint8 images are cached here ("" = <run dir>/cache). "none" disables.
     cache_dir: str = ""
@@ -488,12 +502,14 @@ def _milestones(v: list[int]) -> str | None:
 NUMERIC_RULES: dict[str, Rule | None] = {
     "model.num_parts": _at_least(1),
     "model.specific_stages": _int_range(0, 2),
+    "model.width": _at_least(8),
     "loss.affinity_margin": _at_least(0.0),
     "loss.affinity_delta": _at_least(0.0),
     "loss.lambda_df2": _at_least(0.0),
     "loss.zeta_affinity": _at_least(0.0),
     "loss.triplet_margin": _at_least(0.0),
     "loss.label_smoothing": _interval(0.0, 1.0, open_high=True),
+    "loss.center_weight": _at_least(0.0),
     "data.trial": None,
     "data.height": _at_least(1),
     "data.width": _at_least(1),
@@ -501,6 +517,8 @@ NUMERIC_RULES: dict[str, Rule | None] = {
     "data.flip_prob": _PROBABILITY,
     "data.random_erasing": _PROBABILITY,
     "data.channel_aug_prob": _PROBABILITY,
+    "data.tone_aug_prob": _PROBABILITY,
+    "data.tone_knots": _at_least(2),
     "data.num_workers": _at_least(0),
     "sampler.num_ids": _at_least(1),
     "sampler.num_per_modality": _at_least(1),

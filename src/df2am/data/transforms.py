@@ -86,6 +86,8 @@ __all__ = [
     "exchange_choice",
     "ir_gray_choice",
     "CAJ_ERASING_FILL",
+    "tone_remap",
+    "random_tone_curves",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -158,6 +160,32 @@ def channel_mix(images: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
     mats[4, :, :] = torch.tensor(_GRAY)
     m = mats[choice]  # (B, out, in)
     return torch.einsum("bhwi,boi->bhwo", images, m)
+
+
+def random_tone_curves(batch: int, knots: int, g: torch.Generator) -> torch.Tensor:
+    """``batch`` random tone curves as 256-entry lookup tables (float, values 0..255).
+
+    Each curve is piecewise linear through ``knots`` equally spaced points of the 0..255 input
+    range whose output levels are drawn uniformly in [0, 255] independently: the curve may
+    rise, fall or fold, so it keeps where intensity *changes* (edges, pattern geometry) and
+    scrambles which region is brighter than which.
+    """
+    levels = torch.rand(batch, knots, generator=g) * 255.0
+    pos = torch.linspace(0, knots - 1, 256)  # input level → position on the knot axis
+    lo = pos.floor().long().clamp_(max=knots - 2)
+    frac = pos - lo
+    return levels[:, lo] * (1 - frac) + levels[:, lo + 1] * frac  # (B, 256)
+
+
+def tone_remap(images: torch.Tensor, apply: torch.Tensor, curves: torch.Tensor) -> torch.Tensor:
+    """Replace the selected images of a float ``(B, H, W, 3)`` batch (values 0..255) by their
+    luminance passed through their own tone curve (``curves`` (B, 256)), on all 3 channels."""
+    gray = torch.einsum("bhwi,i->bhw", images, torch.tensor(_GRAY))
+    idx = gray.round().clamp_(0, 255).long()
+    B, H, W = idx.shape
+    mapped = torch.gather(curves, 1, idx.reshape(B, H * W)).reshape(B, H, W)
+    out = torch.where(apply[:, None, None, None], mapped[..., None].expand(B, H, W, 3), images)
+    return out
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -267,6 +295,8 @@ class TrainTransform:
         erasing_mode: str = "torchvision",
         rgb_exchange_copy: bool = False,
         ir_channel_gray: bool = False,
+        tone_aug_prob: float = 0.0,
+        tone_knots: int = 4,
     ) -> None:
         self.height, self.width = int(height), int(width)
         self.pad = int(pad)
@@ -283,6 +313,10 @@ class TrainTransform:
         self.erasing_mode = erasing_mode
         self.rgb_exchange_copy = bool(rgb_exchange_copy)
         self.ir_channel_gray = bool(ir_channel_gray)
+        if not 0.0 <= tone_aug_prob <= 1.0:
+            raise ValueError(f"tone_aug_prob must be in [0, 1], got {tone_aug_prob}")
+        self.tone_aug_prob = float(tone_aug_prob)
+        self.tone_knots = int(tone_knots)
 
     @classmethod
     def from_config(cls, cfg: DataConfig) -> TrainTransform:
@@ -297,6 +331,8 @@ class TrainTransform:
             cfg.erasing_mode,
             cfg.rgb_exchange_copy,
             cfg.ir_channel_gray,
+            cfg.tone_aug_prob,
+            cfg.tone_knots,
         )
 
     def __call__(
@@ -321,9 +357,12 @@ class TrainTransform:
             # "< 1 - p" (not ">= p") keeps the draws of the default p = 0.5 as before.
             keep = torch.rand(B, generator=g) < 1.0 - self.channel_aug_prob
             choice = torch.randint(1, 5, (B,), generator=g).masked_fill_(keep, 0)
-            x = normalize(channel_mix(x.float(), choice))
-        else:
-            x = normalize(x)
+            x = channel_mix(x.float(), choice)
+        if self.tone_aug_prob > 0:
+            apply = torch.rand(B, generator=g) < self.tone_aug_prob
+            curves = random_tone_curves(B, self.tone_knots, g)
+            x = tone_remap(x.float(), apply, curves)
+        x = normalize(x)
         if self.random_erasing > 0 and self.erasing_mode == "caj":
             apply, top, left, h, w = _sample_erasing(
                 B, self.height, self.width, self.random_erasing, g, CAJ_ERASING_TRIES,

@@ -60,6 +60,7 @@ from torch import nn
 from df2am.config import LossConfig
 from df2am.errors import ConfigError
 from df2am.losses.affinity import affinity_l1_loss, affinity_margin_loss
+from df2am.losses.center import cross_modality_center_loss
 from df2am.losses.identity import identity_loss
 from df2am.losses.output import LossOutput
 from df2am.losses.triplet import batch_hard_triplet
@@ -190,6 +191,10 @@ class DF2AMLoss(nn.Module):
             else:
                 la = affinity_margin_loss(af, labels, cfg.affinity_margin, red)
             parts["affinity"] = cfg.zeta_affinity * la
+        if cfg.center_weight > 0:
+            parts["center"] = cfg.center_weight * cross_modality_center_loss(
+                out.bn_feat, labels, k
+            )
 
         terms = list(parts.values())
         total = terms[0]

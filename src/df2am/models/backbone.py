@@ -50,11 +50,11 @@ TRUNK_NAMES = ("layer1", "layer2", "layer3", "layer4")
 MAX_SPECIFIC_STAGES = 2
 
 
-def _make_stem() -> nn.Sequential:
+def _make_stem(width: int = 64) -> nn.Sequential:
     """A fresh ResNet stem, initialised as torchvision's ``ResNet.__init__`` does."""
-    conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
     nn.init.kaiming_normal_(conv1.weight, mode="fan_out", nonlinearity="relu")
-    bn1 = nn.BatchNorm2d(64)  # weight 1, bias 0 by default, as in torchvision
+    bn1 = nn.BatchNorm2d(width)  # weight 1, bias 0 by default, as in torchvision
     return nn.Sequential(
         OrderedDict(
             conv1=conv1,
@@ -63,6 +63,38 @@ def _make_stem() -> nn.Sequential:
             maxpool=nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
         )
     )
+
+
+_STAGE_BLOCKS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
+                 50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3))}
+
+
+class _NarrowResNet(resnet.ResNet):
+    """torchvision's ResNet with every stage ``width / 64`` times as wide (stem ``width``
+    channels, stages width, 2·width, 4·width, 8·width), built and initialised as torchvision
+    builds its own (same module names, kaiming fan-out convolutions, BN weight 1 / bias 0)."""
+
+    def __init__(self, depth: int, width: int) -> None:
+        nn.Module.__init__(self)
+        block, layers = _STAGE_BLOCKS[depth]
+        self._norm_layer = nn.BatchNorm2d
+        self.inplanes, self.dilation, self.groups, self.base_width = width, 1, 1, 64
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, width, layers[0])
+        self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 4 * width, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(8 * width * block.expansion, 1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
 
 
 def _fresh_copy(stage: nn.Sequential) -> nn.Sequential:
@@ -112,7 +144,8 @@ class TwoStreamResNet(nn.Module):
         shared_stages: names of the shared stages, e.g. ("layer2", "layer3", "layer4").
     """
 
-    def __init__(self, depth: int = 50, last_stride: int = 1, specific_stages: int = 0) -> None:
+    def __init__(self, depth: int = 50, last_stride: int = 1, specific_stages: int = 0,
+                 stem_init: str = "independent", width: int = 64) -> None:
         super().__init__()
         if depth not in RESNET_BUILDERS:
             raise ValueError(f"ResNet depth must be one of {sorted(RESNET_BUILDERS)}, got {depth}")
@@ -122,11 +155,16 @@ class TwoStreamResNet(nn.Module):
             )
         # num_classes=1 keeps the (discarded) torchvision fc tiny; only the stem and layers are
         # kept, so the model holds no unused module.
-        base = RESNET_BUILDERS[depth](weights=None, num_classes=1)
+        if width == 64:  # torchvision's own builder: the same draws as before this option
+            base = RESNET_BUILDERS[depth](weights=None, num_classes=1)
+        elif 8 <= width and width % 8 == 0:
+            base = _NarrowResNet(depth, width)
+        else:
+            raise ValueError(f"ResNet width must be a multiple of 8, >= 8, got {width}")
         self.stem_rgb = nn.Sequential(
             OrderedDict(conv1=base.conv1, bn1=base.bn1, relu=base.relu, maxpool=base.maxpool)
         )
-        self.stem_ir = _make_stem()
+        self.stem_ir = _make_stem(width)
         specific, shared = TRUNK_NAMES[:specific_stages], TRUNK_NAMES[specific_stages:]
         for name in specific:
             # Inside the stems, so the weight mapping only strips the stem prefix.
@@ -135,7 +173,14 @@ class TwoStreamResNet(nn.Module):
         for name in shared:
             setattr(self, name, getattr(base, name))
         set_last_stride(self.layer4, last_stride)  # layer4 is always shared
+        if stem_init == "copy":
+            # The IR stem's own draws above still happen, so the shared trunk starts from the
+            # same weights as with "independent": only the IR stem's start differs.
+            self.stem_ir.load_state_dict(self.stem_rgb.state_dict())
+        elif stem_init != "independent":
+            raise ValueError(f"stem_init must be 'independent' or 'copy', got {stem_init!r}")
         self.depth = depth
+        self.width = width
         self.last_stride = last_stride
         self.specific_stages = specific_stages
         self.shared_stages: tuple[str, ...] = shared

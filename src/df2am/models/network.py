@@ -80,7 +80,8 @@ class DF2AMNet(ReIDNet):
         self.feature_kinds = ARCH_FEATURES[cfg.arch]
         self.num_classes = num_classes
         self.backbone = TwoStreamResNet(
-            depth=cfg.depth, last_stride=cfg.last_stride, specific_stages=cfg.specific_stages
+            depth=cfg.depth, last_stride=cfg.last_stride, specific_stages=cfg.specific_stages,
+            stem_init=cfg.stem_init, width=cfg.width,
         )
         channels = self.backbone.out_channels
         self.feat_dim = channels

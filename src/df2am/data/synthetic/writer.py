@@ -27,7 +27,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from df2am.data.synthetic.model import Camera, Person, draw_camera, draw_person, draw_pose
+from df2am.data.synthetic.model import (
+    Camera,
+    Person,
+    Pose,
+    draw_camera,
+    draw_person,
+    draw_pose,
+)
 from df2am.data.synthetic.render import (
     Background,
     add_occluder,
@@ -159,6 +166,13 @@ def regdb_trials(spec: SyntheticSpec) -> list[tuple[list[int], list[int]]]:
     return out
 
 
+def _frame_rng(spec: SyntheticSpec, pid: int, cam: int, k: int) -> np.random.Generator:
+    # Seeded per frame (not a stream over the whole run) so every file depends only on its
+    # own coordinates: the order (and the process) of writing cannot change the output.
+    key = [spec.seed, 4, LAYOUTS[spec.layout], pid, cam, k]
+    return np.random.default_rng(np.random.SeedSequence(key))
+
+
 class _Scene:
     """Cameras and background canvases of one dataset, created once and reused per frame."""
 
@@ -174,10 +188,17 @@ class _Scene:
         }
 
     def frame_rng(self, pid: int, cam: int, k: int) -> np.random.Generator:
-        # Seeded per frame (not a stream over the whole run) so every file depends only on its
-        # own coordinates: the order of writing cannot change the output.
-        key = [self.spec.seed, 4, LAYOUTS[self.spec.layout], pid, cam, k]
-        return np.random.default_rng(np.random.SeedSequence(key))
+        return _frame_rng(self.spec, pid, cam, k)
+
+    @staticmethod
+    def pose_of(spec: SyntheticSpec, cameras: dict[int, tuple[str, bool]], person: Person,
+                pid: int, pose_cam: int, k: int) -> Pose:
+        """The pose of frame ``k`` (the first draw of the frame's own generator), without
+        rendering: what :meth:`render` draws first."""
+        code = LAYOUTS[spec.layout]
+        mod, indoor = cameras[pose_cam]
+        camera = draw_camera(spec.seed, code, pose_cam, mod, indoor, spec.occlusion_prob)
+        return draw_pose(_frame_rng(spec, pid, pose_cam, k), camera, person)
 
     def render(self, person: Person, pid: int, pose_cam: int, k: int,
                cams: Iterable[int]) -> Frame:
@@ -267,21 +288,57 @@ def _write_manifest(out: Path, spec: SyntheticSpec, complete: bool, extra: dict)
     (out / MANIFEST).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
-def _write_sysu(out: Path, spec: SyntheticSpec) -> dict:
+#: One image file to render: (pid, the camera whose pose is drawn, frame k, {camera: path}).
+#: Several cameras = a registered multi-modal pair (RegDB) rendered from one pose.
+RenderJob = tuple[int, int, int, dict[int, Path]]
+
+
+def _render_jobs(spec: SyntheticSpec, cameras: dict[int, tuple[str, bool]],
+                 jobs: list[RenderJob]) -> None:
+    """Render and save ``jobs`` in this process (``.jpg`` at the spec's quality, else by
+    extension). Every frame is seeded by its own coordinates, so any split of the jobs across
+    processes writes the same bytes."""
+    scene = _Scene(spec, cameras)
+    persons: dict[int, Person] = {}
+    for pid, pose_cam, k, paths in jobs:
+        person = persons.get(pid) or persons.setdefault(pid, draw_person(spec.seed, pid))
+        frame = scene.render(person, pid, pose_cam, k, list(paths))
+        for cam, path in paths.items():
+            extra = {"quality": spec.jpeg_quality} if path.suffix == ".jpg" else {}
+            Image.fromarray(frame.images[cam]).save(path, **extra)
+
+
+def _render_all(spec: SyntheticSpec, cameras: dict[int, tuple[str, bool]],
+                jobs: list[RenderJob], workers: int) -> int:
+    """Create the jobs' folders and render them, in ``workers`` processes (1 = here); returns
+    the number of files written."""
+    for folder in sorted({p.parent for *_, paths in jobs for p in paths.values()}):
+        folder.mkdir(parents=True, exist_ok=True)
+    if workers <= 1 or len(jobs) < 2:
+        _render_jobs(spec, cameras, jobs)
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        # Contiguous chunks keep each person's frames in one process (drawn once there).
+        n_chunks = min(len(jobs), workers * 8)
+        bounds = np.linspace(0, len(jobs), n_chunks + 1).astype(int)
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_render_jobs, spec, cameras, jobs[a:b])
+                       for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+            for f in futures:
+                f.result()
+    return sum(len(paths) for *_, paths in jobs)
+
+
+def _write_sysu(out: Path, spec: SyntheticSpec, workers: int = 1) -> dict:
     plan = sysu_plan(spec)
-    scene = _Scene(spec, SYSU_CAMERAS)
-    n_files = 0
     for cam in SYSU_CAMERAS:  # all six folders exist even if no id is in a camera, as released
         (out / f"cam{cam}").mkdir(parents=True, exist_ok=True)
-    for pid, cams in plan.counts.items():
-        person = draw_person(spec.seed, pid)
-        for cam, n in cams.items():
-            folder = out / f"cam{cam}" / f"{pid:04d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for k in range(1, n + 1):
-                img = scene.render(person, pid, cam, k, [cam]).images[cam]
-                Image.fromarray(img).save(folder / f"{k:04d}.jpg", quality=spec.jpeg_quality)
-                n_files += 1
+    jobs: list[RenderJob] = [
+        (pid, cam, k, {cam: out / f"cam{cam}" / f"{pid:04d}" / f"{k:04d}.jpg"})
+        for pid, cams in plan.counts.items() for cam, n in cams.items() for k in range(1, n + 1)
+    ]
+    n_files = _render_all(spec, SYSU_CAMERAS, jobs, workers)
     exp = out / "exp"
     exp.mkdir(parents=True, exist_ok=True)
     for name, ids in (("train", plan.train), ("val", plan.val), ("test", plan.test)):
@@ -291,25 +348,23 @@ def _write_sysu(out: Path, spec: SyntheticSpec) -> dict:
             "test_ids": plan.test, "counts": counts}
 
 
-def _write_regdb(out: Path, spec: SyntheticSpec) -> dict:
-    scene = _Scene(spec, REGDB_CAMERAS)
+def _write_regdb(out: Path, spec: SyntheticSpec, workers: int = 1) -> dict:
     names: dict[int, list[tuple[str, str]]] = {}
+    jobs: list[RenderJob] = []
     n = spec.images_per_modality
     for pid in range(1, spec.num_ids + 1):
         person = draw_person(spec.seed, pid)
-        vis_dir, th_dir = out / "Visible" / str(pid), out / "Thermal" / str(pid)
-        vis_dir.mkdir(parents=True, exist_ok=True)
-        th_dir.mkdir(parents=True, exist_ok=True)
         names[pid] = []
         for k in range(1, n + 1):
-            frame = scene.render(person, pid, 1, k, [1, 2])
-            view, vis, th = frame.view, frame.images[1], frame.images[2]
+            # The file name holds the view, which the frame's pose draws: draw it here (the
+            # same seeded draw the renderer repeats).
+            view = _Scene.pose_of(spec, REGDB_CAMERAS, person, pid, 1, k).view
             serial = (pid - 1) * n + k  # shared by the registered visible/thermal pair
             stem = f"{person.gender}_{view}_{{}}_{serial:05d}_{pid}.bmp"
-            Image.fromarray(vis).save(vis_dir / stem.format("v"))
-            Image.fromarray(th).save(th_dir / stem.format("t"))
-            names[pid].append((f"Visible/{pid}/{stem.format('v')}",
-                               f"Thermal/{pid}/{stem.format('t')}"))
+            vis, th = f"Visible/{pid}/{stem.format('v')}", f"Thermal/{pid}/{stem.format('t')}"
+            names[pid].append((vis, th))
+            jobs.append((pid, 1, k, {1: out / vis, 2: out / th}))
+    _render_all(spec, REGDB_CAMERAS, jobs, workers)
     idx = out / "idx"
     idx.mkdir(parents=True, exist_ok=True)
     trials = regdb_trials(spec)
@@ -343,14 +398,12 @@ def llcm_plan(spec: SyntheticSpec) -> SysuPlan:
     return plan
 
 
-def _write_llcm(out: Path, spec: SyntheticSpec) -> dict:
+def _write_llcm(out: Path, spec: SyntheticSpec, workers: int = 1) -> dict:
     plan = llcm_plan(spec)
-    scene = _Scene(spec, LLCM_CAMERAS)
     labels = {pid: label for label, pid in enumerate(plan.train)}
     train_lines: dict[str, list[str]] = {"vis": [], "nir": []}
-    n_files = 0
+    jobs: list[RenderJob] = []
     for pid, cams in plan.counts.items():
-        person = draw_person(spec.seed, pid)
         for key, count in cams.items():
             mod = "vis" if key < 10 else "nir"
             cam = key if key < 10 else key - 10
@@ -360,13 +413,11 @@ def _write_llcm(out: Path, spec: SyntheticSpec) -> dict:
             else:
                 folder = f"test_{mod}/cam{cam}/{pid:04d}"
                 names = [f"{k:04d}.jpg" for k in range(1, count + 1)]
-            (out / folder).mkdir(parents=True, exist_ok=True)
             for k, name in enumerate(names, start=1):
-                img = scene.render(person, pid, key, k, [key]).images[key]
-                Image.fromarray(img).save(out / folder / name, quality=spec.jpeg_quality)
-                n_files += 1
+                jobs.append((pid, key, k, {key: out / folder / name}))
                 if pid in labels:
                     train_lines[mod].append(f"{folder}/{name} {labels[pid]}")
+    n_files = _render_all(spec, LLCM_CAMERAS, jobs, workers)
     for name in _OWNED["llcm"]:
         (out / name).mkdir(parents=True, exist_ok=True)
     for mod, lines in train_lines.items():
@@ -392,6 +443,7 @@ def write_synthetic(
     images_per_modality: int = 10,
     occlusion_prob: float = 0.15,
     overwrite: bool = False,
+    workers: int = 1,
 ) -> Path:
     """Write a complete synthetic RGB–IR dataset in the released ``layout`` under ``out``.
 
@@ -426,7 +478,7 @@ def write_synthetic(
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     _write_manifest(root, spec, complete=False, extra={})
-    extra = _WRITERS[layout](root, spec)
+    extra = _WRITERS[layout](root, spec, workers)
     _write_manifest(root, spec, complete=True, extra=extra)
     logger.info("wrote synthetic %s dataset (%d ids, %d images) to %s in %.1f s", layout,
                 num_ids, extra["files"], root, time.perf_counter() - start)

@@ -1,0 +1,183 @@
+"""How cross-modality generalisation scales: training ids, steps, input size, network width.
+
+One synthetic SYSU-MM01-layout *pool* (``df2am data synth --layout sysu --ids 1400``) is cut
+into views that share one fixed test set (``--test-ids`` ids of the pool's test split) and
+train on the first N ids of a fixed permutation of the pool's training ids, so that every point
+of a curve is tested on the same people. A view is a folder of symbolic links to the pool's
+camera folders plus its own ``exp/{train,val,test}_id.txt``.
+
+Each ``run`` trains the demo recipe (``DEMO_CONFIG``) + ``key=value`` overrides with a fixed
+step budget (``--steps``: epochs of ``--iters`` steps each; the learning-rate decays stay at
+8/12 and 11/12 of the schedule, as in the demo), then records in ``OUT/summary.json``: SYSU
+all-search (seeded sampler, 10 trials, single-shot, fused feature, no re-ranking, no flip), the
+modality-alignment report on all images of the test ids and of the training ids, the training
+time, the CPU, its bf16 flags, the thread count and the load average.
+
+Usage::
+
+    python benchmarks/scaling_study.py run --pool runs/pool --train-ids 280 --steps 672 \
+        --out runs/scale/ids280
+    python benchmarks/scaling_study.py run --pool runs/pool --train-ids 280 --steps 672 \
+        --out runs/scale/ids280_tone data.tone_aug_prob=0.5
+    python benchmarks/scaling_study.py report runs/scale --md runs/scale/table.md \
+        --png docs/img/scaling.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from demo_experiment import _alignment, _cpu  # noqa: E402 - the sibling script's helpers
+
+CAMERAS = (1, 2, 3, 4, 5, 6)
+
+
+def _read_ids(path: Path) -> list[int]:
+    return sorted(int(t) for t in path.read_text().replace(",", " ").split())
+
+
+def make_view(pool: Path, out: Path, train_ids: int, test_ids: int, order_seed: int = 0) -> Path:
+    """A view of ``pool`` with its first ``train_ids`` training ids (fixed permutation) and the
+    first ``test_ids`` of its test ids (ascending); reused when it already exists."""
+    pool = pool.resolve()
+    train_pool = _read_ids(pool / "exp" / "train_id.txt") + _read_ids(pool / "exp" / "val_id.txt")
+    pool_test = _read_ids(pool / "exp" / "test_id.txt")
+    test, spare = pool_test[:test_ids], pool_test[test_ids:]
+    # The pool's training ids first, then its unused test ids: views of up to len(train_pool)
+    # ids do not depend on --test-ids.
+    order = np.concatenate([np.random.default_rng(order_seed).permutation(sorted(train_pool)),
+                            np.random.default_rng(order_seed + 1).permutation(spare)])
+    if train_ids > len(order):
+        raise SystemExit(f"the pool has {len(order)} training ids, asked for {train_ids}")
+    chosen = sorted(int(i) for i in order[:train_ids])
+    n_val = max(1, len(chosen) // 10)
+    lists = {"train": chosen[:-n_val], "val": chosen[-n_val:], "test": test}
+    exp = out / "exp"
+    exp.mkdir(parents=True, exist_ok=True)
+    for cam in CAMERAS:
+        link = out / f"cam{cam}"
+        if not link.exists():
+            link.symlink_to(pool / f"cam{cam}", target_is_directory=True)
+    for split, ids in lists.items():
+        text = ",".join(str(i) for i in ids) + "\n"
+        path = exp / f"{split}_id.txt"
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+    return out
+
+
+def schedule(steps: int, iters: int) -> list[str]:
+    """Overrides for ``steps`` optimiser steps as epochs of ``iters`` steps (decays at 8/12 and
+    11/12 of the schedule, warm-up one epoch: the demo's shape)."""
+    if steps % iters:
+        raise SystemExit(f"--steps {steps} must be a multiple of --iters {iters}")
+    epochs = steps // iters
+    m1, m2 = max(1, round(epochs * 8 / 12)), max(2, round(epochs * 11 / 12))
+    return [f"train.epochs={epochs}", f"train.max_iters_per_epoch={iters}",
+            f"optim.milestones=[{m1},{m2}]", f"train.checkpoint_every={max(1, epochs // 3)}"]
+
+
+def run(args: argparse.Namespace) -> None:
+    from df2am.config import apply_overrides
+    from df2am.data.datasets.sysu import SYSU
+    from df2am.data.protocol import train_records
+    from df2am.engine.api import load_model
+    from df2am.engine.demo import demo_config
+    from df2am.engine.evaluator import evaluate_model
+    from df2am.engine.trainer import train
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    view = make_view(Path(args.pool), Path(args.views) / f"train{args.train_ids}_test"
+                     f"{args.test_ids}", args.train_ids, args.test_ids)
+    overrides = schedule(args.steps, args.iters) + [f"data.cache_dir={args.cache}"]
+    cfg = apply_overrides(demo_config(view), overrides + args.overrides)
+    t0 = time.perf_counter()
+    result = train(cfg, out, resume=(out / "checkpoints" / "last.pt").is_file())
+    train_s = time.perf_counter() - t0
+    model, run_cfg = load_model(result.final_checkpoint)
+    report = evaluate_model(model, run_cfg, view, cache_dir=args.cache)
+    summary = {
+        "train_ids": args.train_ids,
+        "test_ids": args.test_ids,
+        "steps": args.steps,
+        "overrides": args.overrides,
+        "pool": str(Path(args.pool).resolve()),
+        "test": report.metrics(),
+        "align_test": _alignment(model, run_cfg, view, SYSU.test_records(view), args.cache),
+        "align_train": _alignment(model, run_cfg, view, train_records("sysu", view), args.cache),
+        "train_seconds": round(train_s, 1),
+        "cpu": _cpu(),
+        "threads": __import__("torch").get_num_threads(),
+        "loadavg": os.getloadavg(),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    t, a = summary["test"], summary["align_test"]
+    print(f"{out.name}: R1 {t['rank1']:.2f} ± {t['rank1_std']:.2f}  mAP {t['mAP']:.2f} ± "
+          f"{t['mAP_std']:.2f} | test ir2rgb mAP {a['ir2rgb_mAP']:.1f} rgb2rgb "
+          f"{a['rgb2rgb_mAP']:.1f} gap {a['cross_gap']:+.3f} | train ir2rgb mAP "
+          f"{summary['align_train']['ir2rgb_mAP']:.1f} | {train_s:.0f} s")
+
+
+def _summaries(folder: Path) -> list[tuple[str, dict]]:
+    return [(p.parent.name, json.loads(p.read_text()))
+            for p in sorted(folder.glob("*/summary.json"))]
+
+
+def report(args: argparse.Namespace) -> None:
+    rows = _summaries(Path(args.folder))
+    lines = ["| run | train ids | steps | overrides | Rank-1 | mAP | IR→RGB mAP (test) | "
+             "RGB→RGB / IR→IR mAP (test) | gap (test) | IR→RGB mAP (train) | train s |",
+             "| --- " * 11 + "|"]
+    for name, s in rows:
+        t, a, tr = s["test"], s["align_test"], s["align_train"]
+        lines.append(
+            f"| {name} | {s['train_ids']} | {s['steps']} | {' '.join(s['overrides']) or '—'} | "
+            f"{t['rank1']:.2f} ± {t['rank1_std']:.2f} | {t['mAP']:.2f} ± {t['mAP_std']:.2f} | "
+            f"{a['ir2rgb_mAP']:.1f} | {a['rgb2rgb_mAP']:.1f} / {a['ir2ir_mAP']:.1f} | "
+            f"{a['cross_gap']:+.3f} | {tr['ir2rgb_mAP']:.1f} | {s['train_seconds']:.0f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.md:
+        Path(args.md).write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--pool", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--train-ids", type=int, required=True)
+    r.add_argument("--test-ids", type=int, default=96)
+    r.add_argument("--steps", type=int, default=672)
+    r.add_argument("--iters", type=int, default=56)
+    r.add_argument("--views", default="", help="folder of the view trees (default POOL/../views)")
+    r.add_argument("--cache", default="", help="image cache folder (default POOL/../cache)")
+    r.add_argument("overrides", nargs="*")
+    p = sub.add_parser("report")
+    p.add_argument("folder")
+    p.add_argument("--md", default="")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, datefmt="%H:%M:%S",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.cmd == "run":
+        base = Path(args.pool).resolve().parent
+        args.views = args.views or str(base / "views")
+        args.cache = args.cache or str(base / "cache")
+        run(args)
+    else:
+        report(args)
+
+
+if __name__ == "__main__":
+    main()
