@@ -90,10 +90,10 @@ def run(args: argparse.Namespace) -> None:
     from df2am.config import apply_overrides
     from df2am.data.datasets.sysu import SYSU
     from df2am.data.protocol import train_records
-    from df2am.engine.api import load_model
-    from df2am.engine.demo import demo_config
-    from df2am.engine.evaluator import evaluate_model
-    from df2am.engine.trainer import train
+    from df2am.deploy.api import load_model
+    from df2am.experiments.demo import demo_config
+    from df2am.assess.evaluator import evaluate_model
+    from df2am.train.trainer import train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
