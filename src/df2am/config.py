@@ -154,6 +154,10 @@ class LossConfig:
     #: Weight of the cross-modality centre alignment term (0 = off): per identity of the batch,
     #: the distance between its RGB and IR centres of unit BN(f^g).
     center_weight: float = 0.0  # >= 0
+    #: "distance": mean distance between each id's RGB and IR centres; "prototype": each row
+    #: classified among the batch's ids by the other modality's centres (softmax, temperature).
+    center_mode: Literal["distance", "prototype"] = "distance"
+    center_temperature: float = 0.1  # > 0
 
 
 @dataclass
@@ -510,6 +514,7 @@ NUMERIC_RULES: dict[str, Rule | None] = {
     "loss.triplet_margin": _at_least(0.0),
     "loss.label_smoothing": _interval(0.0, 1.0, open_high=True),
     "loss.center_weight": _at_least(0.0),
+    "loss.center_temperature": _above(0.0),
     "data.trial": None,
     "data.height": _at_least(1),
     "data.width": _at_least(1),

@@ -60,7 +60,7 @@ from torch import nn
 from df2am.config import LossConfig
 from df2am.errors import ConfigError
 from df2am.losses.affinity import affinity_l1_loss, affinity_margin_loss
-from df2am.losses.center import cross_modality_center_loss
+from df2am.losses.center import cross_modality_center_loss, cross_modality_prototype_loss
 from df2am.losses.identity import identity_loss
 from df2am.losses.output import LossOutput
 from df2am.losses.triplet import batch_hard_triplet
@@ -192,9 +192,12 @@ class DF2AMLoss(nn.Module):
                 la = affinity_margin_loss(af, labels, cfg.affinity_margin, red)
             parts["affinity"] = cfg.zeta_affinity * la
         if cfg.center_weight > 0:
-            parts["center"] = cfg.center_weight * cross_modality_center_loss(
-                out.bn_feat, labels, k
-            )
+            if cfg.center_mode == "prototype":
+                term = cross_modality_prototype_loss(out.bn_feat, labels, k,
+                                                     cfg.center_temperature)
+            else:
+                term = cross_modality_center_loss(out.bn_feat, labels, k)
+            parts["center"] = cfg.center_weight * term
 
         terms = list(parts.values())
         total = terms[0]
