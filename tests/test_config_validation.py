@@ -18,18 +18,23 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BAD_VALUES = [
     ("model.num_parts=0", r"model\.num_parts must be >= 1, got 0"),
     ("model.specific_stages=3", r"model\.specific_stages must be in 0\.\.2, got 3"),
+    ("model.width=4", r"model\.width must be >= 8, got 4"),
     ("loss.affinity_margin=-0.1", r"loss\.affinity_margin must be >= 0, got -0\.1"),
     ("loss.affinity_delta=-1", r"loss\.affinity_delta must be >= 0, got -1"),
     ("loss.lambda_df2=-1.1", r"loss\.lambda_df2 must be >= 0"),
     ("loss.zeta_affinity=-2", r"loss\.zeta_affinity must be >= 0"),
     ("loss.triplet_margin=-0.3", r"loss\.triplet_margin must be >= 0"),
     ("loss.label_smoothing=1.0", r"loss\.label_smoothing expected a value in \[0, 1\), got 1\.0"),
+    ("loss.center_weight=-1", r"loss\.center_weight must be >= 0, got -1"),
+    ("loss.center_temperature=0", r"loss\.center_temperature must be > 0, got 0"),
     ("data.height=0", r"data\.height must be >= 1, got 0"),
     ("data.width=-128", r"data\.width must be >= 1, got -128"),
     ("data.pad=-1", r"data\.pad must be >= 0, got -1"),
     ("data.flip_prob=1.5", r"data\.flip_prob is a probability: expected a value in \[0, 1\]"),
     ("data.random_erasing=-0.1", r"data\.random_erasing is a probability"),
     ("data.channel_aug_prob=2", r"data\.channel_aug_prob is a probability.*got 2\.0"),
+    ("data.tone_aug_prob=1.5", r"data\.tone_aug_prob is a probability.*got 1\.5"),
+    ("data.tone_knots=1", r"data\.tone_knots must be >= 2, got 1"),
     ("data.num_workers=-2", r"data\.num_workers must be >= 0, got -2"),
     ("sampler.num_ids=0", r"sampler\.num_ids must be >= 1, got 0"),
     ("sampler.num_per_modality=-4", r"sampler\.num_per_modality must be >= 1, got -4"),
@@ -232,3 +237,9 @@ def test_old_run_config_without_new_keys_completes_with_defaults():
     completed = complete_config_dict(old)
     assert completed["train"]["allow_slow_bf16"] is False
     assert completed == config_to_dict(load_config(CONFIGS / "sysu.yaml"))
+
+
+def test_narrow_network_refuses_pretrained_weights():
+    with pytest.raises(ConfigError, match=r"model\.width=32 has no pretrained weights"):
+        load_config(None, ["model.width=32", "model.pretrained=imagenet"])
+    assert load_config(None, ["model.width=32"]).model.width == 32

@@ -324,6 +324,11 @@ class Config:
         if problems:
             raise ConfigError(f"model.arch={self.model.arch}: " + "; ".join(problems))
         self._validate_recipe_switches()
+        if self.model.width != 64 and self.model.pretrained != "none":
+            raise ConfigError(
+                f"model.width={self.model.width} has no pretrained weights: ImageNet ResNets are "
+                f"64 wide; use model.pretrained=none (or model.width=64)"
+            )
         if self.loss.use_df2 and not self.model.df2_module:
             raise ConfigError(
                 "loss.use_df2=true needs model.df2_module=true (L_D is the DF² head's loss)"

@@ -52,6 +52,18 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path, layout: str) -> No
     assert sum(a[k] != c[k] for k in shared) == len(shared)
 
 
+@pytest.mark.parametrize("layout", ["sysu", "regdb", "llcm"])
+def test_parallel_writing_gives_the_same_files(tmp_path: Path, layout: str) -> None:
+    # Two rendering processes write exactly the bytes one process writes, manifest included.
+    kwargs = {**SMALL, "images_per_modality": 2}
+    one = _files(write_synthetic(tmp_path / "one", layout, num_ids=6, seed=2, **kwargs))
+    two = _files(write_synthetic(tmp_path / "two", layout, num_ids=6, seed=2, workers=2, **kwargs))
+    assert one == two
+    assert sum(k.endswith((".jpg", ".bmp")) for k in one) > 10
+    with pytest.raises(ConfigError, match="workers=0"):
+        write_synthetic(tmp_path / "zero", layout, num_ids=6, workers=0, **kwargs)
+
+
 def test_frames_depend_only_on_their_own_coordinates(tmp_path: Path) -> None:
     # An identity renders the same whatever the dataset size: frame k of id 1 in camera c is the
     # same file in a 4-id and a 7-id dataset (counts per camera may differ).

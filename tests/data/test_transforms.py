@@ -182,3 +182,57 @@ def test_channel_aug_prob_zero_keeps_all_one_replaces_all() -> None:
         assert kept.count(False) == gray_rows
     with pytest.raises(ValueError, match="channel_aug_prob"):
         TrainTransform(8, 4, channel_aug=True, channel_aug_prob=1.5)
+
+
+# --- tone remapping (data.tone_aug_prob) ----------------------------------------------------
+
+
+def test_tone_curves_are_piecewise_linear_through_their_knots() -> None:
+    from df2am.data.transforms import random_tone_curves
+
+    g = torch.Generator().manual_seed(3)
+    curves = random_tone_curves(5, 4, g)
+    levels = torch.rand(5, 4, generator=torch.Generator().manual_seed(3)) * 255.0
+    assert curves.shape == (5, 256)
+    # Knots at inputs 0, 85, 170, 255 (positions 0, 1, 2, 3 of 3 segments over 0..255).
+    torch.testing.assert_close(curves[:, 0], levels[:, 0])
+    torch.testing.assert_close(curves[:, 255], levels[:, 3])
+    torch.testing.assert_close(curves[:, 85], levels[:, 1])
+    # Half-way between knots 0 and 1 (input 42.5 is not an integer: check linearity on 0..85).
+    t = torch.arange(86) / 85.0
+    torch.testing.assert_close(curves[:, :86], levels[:, :1] * (1 - t) + levels[:, 1:2] * t)
+
+
+def test_tone_remap_maps_luminance_through_each_images_curve() -> None:
+    from df2am.data.transforms import tone_remap
+
+    x = torch.tensor([[[[10.0, 20.0, 30.0], [200.0, 100.0, 0.0]]]]).repeat(2, 1, 1, 1)
+    curves = torch.stack([255.0 - torch.arange(256.0), torch.arange(256.0) * 0.5])
+    apply = torch.tensor([True, False])
+    y = tone_remap(x, apply, curves)
+    gray = [round(0.2989 * 10 + 0.587 * 20 + 0.114 * 30), round(0.2989 * 200 + 0.587 * 100)]
+    # Image 0: gray levels 18 and 118 through the inverting curve, on all three channels.
+    expected0 = torch.tensor([[255.0 - gray[0]] * 3, [255.0 - gray[1]] * 3])
+    torch.testing.assert_close(y[0, 0], expected0)
+    torch.testing.assert_close(y[1], x[1])  # not selected: unchanged
+
+
+def test_tone_aug_probability_and_modalities() -> None:
+    x = _batch(b=64, seed=7)
+    plain = TrainTransform(16, 8, pad=0, flip_prob=0.0)
+    t = TrainTransform(16, 8, pad=0, flip_prob=0.0, tone_aug_prob=0.5)
+    for rgb in (True, False):  # both modalities are remapped
+        ref = plain(x, generator=_gen(4), rgb=rgb)
+        y = t(x, generator=_gen(4), rgb=rgb)
+        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        unnorm = y * std + mean
+        changed = [not torch.allclose(y[i], ref[i]) for i in range(64)]
+        gray = [torch.allclose(unnorm[i, 0], unnorm[i, 2], atol=1e-5) for i in range(64)]
+        assert all(g for c, g in zip(changed, gray, strict=True) if c)
+        assert 14 < sum(changed) < 50
+    # Off (the default) draws nothing: the stream and the output equal the plain transform's.
+    torch.testing.assert_close(TrainTransform(16, 8, pad=0, flip_prob=0.0, tone_aug_prob=0.0)(
+        x, generator=_gen(4), rgb=True), plain(x, generator=_gen(4), rgb=True))
+    with pytest.raises(ValueError, match="tone_aug_prob"):
+        TrainTransform(8, 4, tone_aug_prob=-0.1)

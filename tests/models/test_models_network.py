@@ -322,3 +322,51 @@ def test_specific_stages_train_every_copy_and_stay_in_the_backbone_group() -> No
 def test_specific_stages_out_of_range_is_an_error() -> None:
     with pytest.raises(ValueError, match="specific_stages"):
         _model(specific_stages=3)
+
+
+# --- model.stem_init and model.width -------------------------------------------------------
+
+
+@pytest.mark.parametrize("stages", [0, 1])
+def test_stem_init_copy_starts_ir_as_rgb_and_leaves_the_trunk_draws(stages: int) -> None:
+    torch.manual_seed(11)
+    ind = DF2AMNet(ModelConfig(depth=18, specific_stages=stages), 5)
+    torch.manual_seed(11)
+    cop = DF2AMNet(ModelConfig(depth=18, specific_stages=stages, stem_init="copy"), 5)
+    rgb, ir = cop.backbone.stem_rgb.state_dict(), cop.backbone.stem_ir.state_dict()
+    assert rgb.keys() == ir.keys()
+    assert all(torch.equal(rgb[k], ir[k]) for k in rgb)
+    # Copies, not shared tensors: training can move them apart.
+    assert cop.backbone.stem_ir.conv1.weight.data_ptr() != cop.backbone.stem_rgb.conv1.weight.data_ptr()
+    # Everything but the IR stem starts exactly as with independent draws (same seed).
+    a, b = ind.state_dict(), cop.state_dict()
+    differ = {k for k in a if not torch.equal(a[k], b[k])}
+    assert differ and all(k.startswith("backbone.stem_ir.") for k in differ)
+
+
+@pytest.mark.parametrize("width", [16, 32])
+def test_narrow_resnet_channels_and_forward(width: int) -> None:
+    model = build_model(ModelConfig(depth=18, width=width, num_parts=2, specific_stages=1), 3)
+    bb = model.backbone
+    assert bb.stem_rgb.conv1.out_channels == width
+    assert bb.stem_ir.conv1.out_channels == width
+    assert bb.layer4[-1].conv2.out_channels == 8 * width
+    assert model.feat_dim == 8 * width
+    out = model(torch.randn(2, 3, 32, 16), torch.randn(2, 3, 32, 16))
+    assert out.fused_feat.shape == (4, 8 * width)
+    # torchvision's initialisation rule: kaiming fan-out convolutions, BN weight 1 / bias 0.
+    bn = bb.layer2[0].bn1
+    assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and not bn.bias.any()
+    conv = bb.layer3[0].conv1
+    fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    assert abs(conv.weight.std().item() - (2.0 / fan_out) ** 0.5) < 0.2 * (2.0 / fan_out) ** 0.5
+
+
+def test_width_64_is_torchvisions_network_and_bad_widths_fail() -> None:
+    torch.manual_seed(5)
+    a = DF2AMNet(ModelConfig(depth=18), 3).state_dict()
+    torch.manual_seed(5)
+    b = DF2AMNet(ModelConfig(depth=18, width=64), 3).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises((ValueError, ConfigError), match="width"):
+        DF2AMNet(ModelConfig(depth=18, width=20), 3)

@@ -134,6 +134,8 @@ def _register_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ids", type=int, default=None, help="number of identities")
     p.add_argument("--seed", type=int, default=None, help="random seed")
     p.add_argument("--size", type=parse_size, default=None, help="image size HxW, e.g. 128x64")
+    p.add_argument("--workers", type=int, default=1,
+                   help="rendering processes (default 1; the files are the same for any number)")
     p.set_defaults(func=_run_synth)
 
 
@@ -166,6 +168,8 @@ def _run_synth(args: argparse.Namespace) -> int:
         kwargs["seed"] = args.seed
     if args.size is not None:
         kwargs["size"] = args.size
-    out = write_synthetic(args.out, args.layout, **kwargs)
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1 rendering processes, got {args.workers}")
+    out = write_synthetic(args.out, args.layout, workers=args.workers, **kwargs)
     print(f"wrote synthetic {args.layout} dataset to {out}")
     return 0

@@ -460,12 +460,17 @@ def write_synthetic(
     >>> sorted(p.name for p in root.iterdir())  # doctest: +SKIP
     ['cam1', 'cam2', 'cam3', 'cam4', 'cam5', 'cam6', 'exp', 'synthetic.json']
 
+    ``workers`` > 1 renders in that many processes; every frame is seeded by its own
+    coordinates, so the files are byte-identical for any number of workers.
+
     Returns:
         ``Path(out)``, the dataset root (the folder holding ``cam1`` or ``Visible``).
     Raises:
-        ConfigError: invalid layout, id count or size.
+        ConfigError: invalid layout, id count or size, or ``workers`` < 1.
         DatasetError: ``out`` is a file, or holds other data (see above).
     """
+    if int(workers) < 1:
+        raise ConfigError(f"synthetic workers={workers}: expected at least 1 process")
     spec = SyntheticSpec(layout=layout, num_ids=int(num_ids), seed=int(seed),
                          size=(int(size[0]), int(size[1])),
                          images_per_camera=(int(images_per_camera[0]), int(images_per_camera[1])),
