@@ -87,12 +87,12 @@ def schedule(steps: int, iters: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> None:
+    from df2am.assess.evaluator import evaluate_model
     from df2am.config import apply_overrides
     from df2am.data.datasets.sysu import SYSU
     from df2am.data.protocol import train_records
     from df2am.deploy.api import load_model
     from df2am.experiments.demo import demo_config
-    from df2am.assess.evaluator import evaluate_model
     from df2am.train.trainer import train
 
     out = Path(args.out)

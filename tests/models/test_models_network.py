@@ -337,7 +337,8 @@ def test_stem_init_copy_starts_ir_as_rgb_and_leaves_the_trunk_draws(stages: int)
     assert rgb.keys() == ir.keys()
     assert all(torch.equal(rgb[k], ir[k]) for k in rgb)
     # Copies, not shared tensors: training can move them apart.
-    assert cop.backbone.stem_ir.conv1.weight.data_ptr() != cop.backbone.stem_rgb.conv1.weight.data_ptr()
+    bb = cop.backbone
+    assert bb.stem_ir.conv1.weight.data_ptr() != bb.stem_rgb.conv1.weight.data_ptr()
     # Everything but the IR stem starts exactly as with independent draws (same seed).
     a, b = ind.state_dict(), cop.state_dict()
     differ = {k for k in a if not torch.equal(a[k], b[k])}

@@ -53,8 +53,8 @@ def cross_modality_prototype_loss(feat: torch.Tensor, labels: torch.Tensor, num_
         c_ir = F.normalize(ir_oh.t() @ unit[num_rgb:], dim=1)
         mask = torch.where(both, 0.0, float("-inf"))  # candidates: ids seen in both modalities
         loss = feat.new_zeros((), dtype=torch.float32)
-        for rows, centres, oh, inv in ((unit[num_rgb:], c_rgb, ir_oh, inverse[num_rgb:]),
-                                       (unit[:num_rgb], c_ir, rgb_oh, inverse[:num_rgb])):
+        for rows, centres, inv in ((unit[num_rgb:], c_rgb, inverse[num_rgb:]),
+                                   (unit[:num_rgb], c_ir, inverse[:num_rgb])):
             logits = rows @ centres.t() / temperature + mask
             anchor = both[inv].float()
             ce = F.cross_entropy(logits, inv, reduction="none")

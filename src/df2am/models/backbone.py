@@ -157,7 +157,7 @@ class TwoStreamResNet(nn.Module):
         # kept, so the model holds no unused module.
         if width == 64:  # torchvision's own builder: the same draws as before this option
             base = RESNET_BUILDERS[depth](weights=None, num_classes=1)
-        elif 8 <= width and width % 8 == 0:
+        elif width >= 8 and width % 8 == 0:
             base = _NarrowResNet(depth, width)
         else:
             raise ValueError(f"ResNet width must be a multiple of 8, >= 8, got {width}")
