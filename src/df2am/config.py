@@ -407,8 +407,9 @@ class Config:
 #: architecture must leave them at their defaults (``df2_module`` at false). The networks live
 #: in ``df2am.models`` (one file each); a test keeps this table and ``ARCHITECTURES`` in step.
 ARCH_OPTIONS: dict[str, tuple[str, ...]] = {
-    "df2am": ("df2_module", "num_parts", "part_pooling", "part_attention", "specific_stages"),
-    "baseline": ("specific_stages",),
+    "df2am": ("df2_module", "num_parts", "part_pooling", "part_attention", "specific_stages",
+              "stem_init", "width"),
+    "baseline": ("specific_stages", "stem_init", "width"),
     "agw": ("non_local", "pooling"),
 }
 #: Test features (``model.test_feature``) each architecture offers; the first is its usual one.
