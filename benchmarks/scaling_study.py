@@ -106,8 +106,13 @@ def run(args: argparse.Namespace) -> None:
     train_s = time.perf_counter() - t0
     model, run_cfg = load_model(result.final_checkpoint)
     report = evaluate_model(model, run_cfg, view, cache_dir=args.cache)
+    # The steps that ran: an epoch shorter than --iters (few ids) caps the budget.
+    import re
+    plan = re.search(r"training (\d+) epochs x (\d+) iterations", (out / "train.log").read_text())
+    steps_run = int(plan[1]) * int(plan[2]) if plan else None
     summary = {
         "train_ids": args.train_ids,
+        "steps_run": steps_run,
         "test_ids": args.test_ids,
         "steps": args.steps,
         "overrides": args.overrides,

@@ -290,3 +290,13 @@ def test_invalid_parameters(tmp_path: Path, layout: str, num_ids: int,
     with pytest.raises(ConfigError):
         write_synthetic(tmp_path / "x", layout, num_ids=num_ids, size=size)
     assert not (tmp_path / "x").exists()
+
+
+def test_split_sets_the_number_of_test_ids(tmp_path: Path) -> None:
+    root = write_synthetic(tmp_path / "s", "sysu", num_ids=40, split=(0.8, 0.1), **SMALL)
+    ids = {name: sysu.parse_id_file(root / "exp" / f"{name}_id.txt")
+           for name in ("train", "val", "test")}
+    assert (len(ids["train"]), len(ids["val"]), len(ids["test"])) == (32, 4, 4)
+    assert json.loads((root / "synthetic.json").read_text())["spec"]["split"] == [0.8, 0.1]
+    with pytest.raises(ConfigError, match="split"):
+        write_synthetic(tmp_path / "bad", "sysu", num_ids=40, split=(0.9, 0.2), **SMALL)

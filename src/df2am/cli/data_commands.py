@@ -134,6 +134,9 @@ def _register_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ids", type=int, default=None, help="number of identities")
     p.add_argument("--seed", type=int, default=None, help="random seed")
     p.add_argument("--size", type=parse_size, default=None, help="image size HxW, e.g. 128x64")
+    p.add_argument("--split", type=parse_split, default=None,
+                   help="SYSU/LLCM: TRAIN,VAL fractions of the ids (default 0.6,0.1; the rest "
+                   "is test)")
     p.add_argument("--workers", type=int, default=1,
                    help="rendering processes (default 1; the files are the same for any number)")
     p.set_defaults(func=_run_synth)
@@ -155,6 +158,17 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+def parse_split(text: str) -> tuple[float, float]:
+    """``"0.6,0.1"`` → ``(0.6, 0.1)`` (train and val fractions of the ids)."""
+    parts = text.split(",")
+    try:
+        train, val = (float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected TRAIN,VAL fractions such as 0.6,0.1, got {text!r}") from None
+    return train, val
+
+
 def _run_synth(args: argparse.Namespace) -> int:
     # Imported here so the other commands work without the renderer's dependencies loaded.
     from df2am.data.synthetic import write_synthetic
@@ -168,6 +182,8 @@ def _run_synth(args: argparse.Namespace) -> int:
         kwargs["seed"] = args.seed
     if args.size is not None:
         kwargs["size"] = args.size
+    if args.split is not None:
+        kwargs["split"] = args.split
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1 rendering processes, got {args.workers}")
     out = write_synthetic(args.out, args.layout, workers=args.workers, **kwargs)

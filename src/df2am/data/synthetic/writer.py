@@ -117,6 +117,10 @@ class SyntheticSpec:
             raise ConfigError("synthetic images_per_modality: expected >= 1")
         if not 0.0 <= self.camera_presence <= 1.0 or not 0.0 <= self.occlusion_prob <= 1.0:
             raise ConfigError("synthetic camera_presence/occlusion_prob: expected in [0, 1]")
+        train, val = self.split
+        if not (0.0 < train and 0.0 <= val and train + val < 1.0):
+            raise ConfigError(f"synthetic split {self.split}: expected (train, val) fractions "
+                              "with train > 0, val >= 0 and train + val < 1 (the rest is test)")
 
 
 @dataclass
@@ -442,6 +446,7 @@ def write_synthetic(
     images_per_camera: tuple[int, int] = (6, 10),
     images_per_modality: int = 10,
     occlusion_prob: float = 0.15,
+    split: tuple[float, float] = (0.6, 0.1),
     overwrite: bool = False,
     workers: int = 1,
 ) -> Path:
@@ -475,7 +480,8 @@ def write_synthetic(
                          size=(int(size[0]), int(size[1])),
                          images_per_camera=(int(images_per_camera[0]), int(images_per_camera[1])),
                          images_per_modality=int(images_per_modality),
-                         occlusion_prob=float(occlusion_prob))
+                         occlusion_prob=float(occlusion_prob),
+                         split=(float(split[0]), float(split[1])))
     root = Path(out)
     if _prepare(root, spec, overwrite):
         logger.info("reusing synthetic %s dataset in %s (same parameters)", layout, root)
