@@ -118,7 +118,7 @@ class SyntheticSpec:
         if not 0.0 <= self.camera_presence <= 1.0 or not 0.0 <= self.occlusion_prob <= 1.0:
             raise ConfigError("synthetic camera_presence/occlusion_prob: expected in [0, 1]")
         train, val = self.split
-        if not (0.0 < train and 0.0 <= val and train + val < 1.0):
+        if not (train > 0.0 and val >= 0.0 and train + val < 1.0):
             raise ConfigError(f"synthetic split {self.split}: expected (train, val) fractions "
                               "with train > 0, val >= 0 and train + val < 1 (the rest is test)")
 
