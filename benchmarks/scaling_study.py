@@ -133,27 +133,126 @@ def run(args: argparse.Namespace) -> None:
           f"{summary['align_train']['ir2rgb_mAP']:.1f} | {train_s:.0f} s")
 
 
+def rescore(args: argparse.Namespace) -> None:
+    """Add ``test_<K>`` (SYSU all-search on the first K of the fixed test ids) to the summary
+    of each finished run under ``folder`` that lacks it (a smaller gallery, as the old demo's)."""
+    from df2am.assess.evaluator import evaluate_model
+    from df2am.deploy.api import load_model
+
+    key = f"test_{args.test_ids}"
+    for path in sorted(Path(args.folder).glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        if key in summary:
+            continue
+        view = make_view(Path(summary["pool"]), Path(args.views) /
+                         f"train{summary['train_ids']}_test{args.test_ids}",
+                         summary["train_ids"], args.test_ids)
+        model, cfg = load_model(path.parent / "model_final.pt")
+        summary[key] = evaluate_model(model, cfg, view, cache_dir=args.cache).metrics()
+        path.write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"{path.parent.name}: {key} R1 {summary[key]['rank1']:.2f} "
+              f"mAP {summary[key]['mAP']:.2f}")
+
+
 def _summaries(folder: Path) -> list[tuple[str, dict]]:
     return [(p.parent.name, json.loads(p.read_text()))
             for p in sorted(folder.glob("*/summary.json"))]
 
 
+#: The base point every axis of the figure passes through.
+BASE = {"train_ids": 280, "steps": 2016, "width": 32, "height": 64}
+
+
+def _point(s: dict) -> dict:
+    """The (train ids, steps, width, input height) of a summary; width/height from overrides."""
+    over = dict(o.split("=", 1) for o in s["overrides"])
+    return {"train_ids": s["train_ids"], "steps": s.get("steps_run") or s["steps"],
+            "width": int(over.get("model.width", 64)), "height": int(over.get("data.height", 64))}
+
+
+def _axes(rows: list[tuple[str, dict]], base: str) -> dict[str, list[tuple[int, dict]]]:
+    """Runs on each axis: those that differ from :data:`BASE` in that coordinate only and share
+    the other settings of the run named ``base`` (which sits at :data:`BASE`)."""
+    base_run = dict(rows).get(base)
+    if base_run is None or _point(base_run) != BASE:
+        raise SystemExit(f"--base {base!r}: expected the name of a run at {BASE}")
+    base_extra = _extra(base_run)
+    axes: dict[str, list[tuple[int, dict]]] = {k: [] for k in BASE}
+    for _, s in rows:
+        pt = _point(s)
+        if _extra(s) != base_extra:
+            continue
+        for key in BASE:
+            if all(pt[k] == BASE[k] for k in BASE if k != key):
+                axes[key].append((pt[key], s))
+    return {k: sorted(v, key=lambda t: t[0]) for k, v in axes.items()}
+
+
+def _extra(s: dict) -> list[str]:
+    """The overrides other than the axes' own (width, input size and its companions)."""
+    axis_keys = ("model.width", "data.height", "data.width", "data.pad", "model.part_pooling")
+    return sorted(o for o in s["overrides"] if o.split("=")[0] not in axis_keys)
+
+
+def _plot(rows: list[tuple[str, dict]], path: str, base: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes = _axes(rows, base)
+    titles = {"train_ids": "training identities", "steps": "optimiser steps",
+              "width": "ResNet-18 base width", "height": "input height (width = height / 2)"}
+    fig, panels = plt.subplots(1, 4, figsize=(16, 3.8), sharey=True)
+    for ax, key in zip(panels, BASE, strict=True):
+        pts = axes[key]
+        if not pts:
+            continue
+        xs = [x for x, _ in pts]
+        ax.plot(xs, [s["test"]["mAP"] for _, s in pts], "o-", label="mAP, 96 test ids")
+        if all("test_30" in s for _, s in pts):
+            ax.plot(xs, [s["test_30"]["mAP"] for _, s in pts], "s:",
+                    label="mAP, 30 test ids (the old demo's gallery)")
+        ax.plot(xs, [s["align_test"]["ir2rgb_mAP"] for _, s in pts], "^--",
+                label="IR→RGB mAP, all test images")
+        ax.plot(xs, [s["align_train"]["ir2rgb_mAP"] for _, s in pts], "v-.", alpha=0.6,
+                label="IR→RGB mAP, training ids")
+        if key in ("train_ids", "steps"):
+            ax.set_xscale("log")
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(x) for x in xs])
+        ax.set_xlabel(titles[key])
+        ax.grid(alpha=0.3)
+    panels[0].set_ylabel("%")
+    panels[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle("Cross-modality generalisation on synthetic SYSU-MM01 (SYSU all-search, 10 "
+                 f"trials); base point {BASE}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def report(args: argparse.Namespace) -> None:
     rows = _summaries(Path(args.folder))
-    lines = ["| run | train ids | steps | overrides | Rank-1 | mAP | IR→RGB mAP (test) | "
-             "RGB→RGB / IR→IR mAP (test) | gap (test) | IR→RGB mAP (train) | train s |",
-             "| --- " * 11 + "|"]
+    lines = ["| run | train ids | steps | overrides | Rank-1 | mAP | mAP (30 test ids) | "
+             "IR→RGB mAP (test) | RGB→RGB / IR→IR mAP (test) | gap (test) | "
+             "IR→RGB mAP (train) | train s |",
+             "| --- " * 12 + "|"]
     for name, s in rows:
         t, a, tr = s["test"], s["align_test"], s["align_train"]
+        t30 = s.get("test_30")
+        small = f"{t30['mAP']:.2f}" if t30 else "—"
         lines.append(
-            f"| {name} | {s['train_ids']} | {s['steps']} | {' '.join(s['overrides']) or '—'} | "
+            f"| {name} | {s['train_ids']} | {s.get('steps_run') or s['steps']} | "
+            f"{' '.join(s['overrides']) or '—'} | "
             f"{t['rank1']:.2f} ± {t['rank1_std']:.2f} | {t['mAP']:.2f} ± {t['mAP_std']:.2f} | "
-            f"{a['ir2rgb_mAP']:.1f} | {a['rgb2rgb_mAP']:.1f} / {a['ir2ir_mAP']:.1f} | "
+            f"{small} | {a['ir2rgb_mAP']:.1f} | {a['rgb2rgb_mAP']:.1f} / {a['ir2ir_mAP']:.1f} | "
             f"{a['cross_gap']:+.3f} | {tr['ir2rgb_mAP']:.1f} | {s['train_seconds']:.0f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.md:
         Path(args.md).write_text(text)
+    if args.png:
+        _plot(rows, args.png, args.base)
 
 
 def main() -> None:
@@ -172,6 +271,13 @@ def main() -> None:
     p = sub.add_parser("report")
     p.add_argument("folder")
     p.add_argument("--md", default="")
+    p.add_argument("--png", default="", help="the scaling figure (needs the axes' runs)")
+    p.add_argument("--base", default="ids280_base", help="the run at the base point")
+    q = sub.add_parser("rescore")
+    q.add_argument("folder")
+    q.add_argument("--test-ids", type=int, default=30)
+    q.add_argument("--views", required=True)
+    q.add_argument("--cache", required=True)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, datefmt="%H:%M:%S",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -180,6 +286,8 @@ def main() -> None:
         args.views = args.views or str(base / "views")
         args.cache = args.cache or str(base / "cache")
         run(args)
+    elif args.cmd == "rescore":
+        rescore(args)
     else:
         report(args)
 
