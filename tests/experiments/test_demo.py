@@ -64,6 +64,18 @@ def test_demo_cli_rerun_reuses_finished_run(tiny_run, capsys: pytest.CaptureFixt
     assert "time:" in printed
 
 
+def test_demo_refuses_a_folder_of_another_recipe_before_any_work(
+        tiny_run, capsys: pytest.CaptureFixture[str]):
+    # the full demo into the tiny demo's folder (as an upgrade into an old runs/demo would be)
+    _, out = tiny_run
+    before = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
+    assert main(["demo", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds a demo run of another recipe" in err
+    assert "model.width" in err and "Traceback" not in err
+    assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+
+
 def test_demo_yaml_mirrors_the_recipe():
     yaml_cfg = load_config(REPO / "configs" / "demo.yaml")
     code_cfg = config_from_dict(DEMO_CONFIG)

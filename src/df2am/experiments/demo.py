@@ -203,6 +203,28 @@ def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {seconds % 60:04.1f} s"
 
 
+def _check_earlier_run(out: Path, cfg: Config) -> None:
+    """Refuse, before any work, a folder that holds a demo run of another recipe (an earlier
+    df2am version's, or ``--tiny`` vs the full demo): resuming it would fail after the data
+    step with a message about the synthetic dataset. Nothing in ``out`` is touched."""
+    from df2am.config import complete_config_dict, config_to_dict
+    from df2am.errors import ConfigError
+    from df2am.train.resume import RESUME_OVERRIDABLE, config_diff, read_saved_config
+
+    saved_path = out / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = complete_config_dict(read_saved_config(saved_path, "config.yaml"),
+                                 source=str(saved_path))
+    diff = [k for k in config_diff(config_to_dict(cfg), saved)
+            if k not in RESUME_OVERRIDABLE]
+    if diff:
+        raise ConfigError(
+            f"{out} holds a demo run of another recipe (an earlier df2am version's, or --tiny "
+            f"vs the full demo; differs in {', '.join(diff)}); nothing there was changed: choose another "
+            f"--out or remove {out}")
+
+
 def run_demo(out_dir: str | Path, *, tiny: bool = False, device: str = "cpu") -> DemoResult:
     """Run the demo into ``out_dir`` (see the module docstring); returns a :class:`DemoResult`.
 
@@ -223,6 +245,7 @@ def run_demo(out_dir: str | Path, *, tiny: bool = False, device: str = "cpu") ->
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = TINY_DATA if tiny else DEMO_DATA
+    _check_earlier_run(out, demo_config(out / "data" / "synthetic_sysu", tiny=tiny, device=device))
     logger.info("demo step 1/4: synthetic SYSU-MM01-layout dataset (%d ids)", spec["num_ids"])
     # The files do not depend on the number of rendering processes (write_synthetic).
     workers = 1 if tiny else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
