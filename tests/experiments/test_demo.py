@@ -72,7 +72,7 @@ def test_demo_refuses_a_folder_of_another_recipe_before_any_work(
     assert main(["demo", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"{out} holds a demo run of another recipe" in err
-    assert "model.width" in err and "Traceback" not in err
+    assert "model.num_parts" in err and "data.height" in err and "Traceback" not in err
     assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
 
 

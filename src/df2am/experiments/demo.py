@@ -221,8 +221,8 @@ def _check_earlier_run(out: Path, cfg: Config) -> None:
     if diff:
         raise ConfigError(
             f"{out} holds a demo run of another recipe (an earlier df2am version's, or --tiny "
-            f"vs the full demo; differs in {', '.join(diff)}); nothing there was changed: choose another "
-            f"--out or remove {out}")
+            f"vs the full demo; differs in {', '.join(diff)}); nothing there was changed: "
+            f"choose another --out or remove {out}")
 
 
 def run_demo(out_dir: str | Path, *, tiny: bool = False, device: str = "cpu") -> DemoResult:
