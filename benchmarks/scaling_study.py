@@ -199,15 +199,18 @@ def _plot(rows: list[tuple[str, dict]], path: str, base: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
-    axes = _axes(rows, base)
+    # Only the axes with a curve (two runs or more); the others are the base point alone.
+    axes = {k: v for k, v in _axes(rows, base).items() if len(v) >= 2}
+    if not axes:
+        raise SystemExit("--png: no axis has two runs yet")
     titles = {"train_ids": "training identities", "steps": "optimiser steps",
               "width": "ResNet-18 base width", "height": "input height (width = height / 2)"}
-    fig, panels = plt.subplots(1, 4, figsize=(16, 3.8), sharey=True)
-    for ax, key in zip(panels, BASE, strict=True):
-        pts = axes[key]
-        if not pts:
-            continue
+    fig, panels = plt.subplots(1, len(axes), figsize=(4 * len(axes) + 1, 3.8), sharey=True,
+                               squeeze=False)
+    panels = panels[0]
+    for ax, (key, pts) in zip(panels, axes.items(), strict=True):
         xs = [x for x, _ in pts]
         ax.plot(xs, [s["test"]["mAP"] for _, s in pts], "o-", label="mAP, 96 test ids")
         if all("test_30" in s for _, s in pts):
@@ -219,14 +222,16 @@ def _plot(rows: list[tuple[str, dict]], path: str, base: str) -> None:
                 label="IR→RGB mAP, training ids")
         if key in ("train_ids", "steps"):
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xticks(xs)
         ax.set_xticklabels([str(x) for x in xs])
         ax.set_xlabel(titles[key])
         ax.grid(alpha=0.3)
     panels[0].set_ylabel("%")
     panels[0].legend(fontsize=7, loc="upper left")
-    fig.suptitle("Cross-modality generalisation on synthetic SYSU-MM01 (SYSU all-search, 10 "
-                 f"trials); base point {BASE}", fontsize=9)
+    base_txt = ", ".join(f"{k} {v}" for k, v in BASE.items())
+    fig.suptitle("Synthetic SYSU-MM01, SYSU all-search (10 trials)\n"
+                 f"one change from the base point ({base_txt})", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
