@@ -115,11 +115,17 @@ def main() -> None:
         "loadavg": os.getloadavg(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _print_summary(out.name, summary)
+
+
+
+def _print_summary(name: str, summary: dict) -> None:
+    """One line: the test metrics, the alignment report's key numbers, the training time."""
     t, a = summary["test"], summary["align_test"]
-    print(f"{out.name}: R1 {t['rank1']:.2f} ± {t['rank1_std']:.2f}  mAP {t['mAP']:.2f} ± "
+    print(f"{name}: R1 {t['rank1']:.2f} ± {t['rank1_std']:.2f}  mAP {t['mAP']:.2f} ± "
           f"{t['mAP_std']:.2f}  | test ir2rgb mAP {a['ir2rgb_mAP']:.1f} rgb2rgb "
           f"{a['rgb2rgb_mAP']:.1f} gap {a['cross_gap']:+.3f} | train ir2rgb mAP "
-          f"{summary['align_train']['ir2rgb_mAP']:.1f} | {train_s:.0f} s")
+          f"{summary['align_train']['ir2rgb_mAP']:.1f} | {summary['train_seconds']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_experiment import _alignment, _cpu  # noqa: E402 - the sibling script's helpers
+from demo_experiment import _alignment, _cpu, _print_summary  # noqa: E402 - the sibling script's helpers
 
 CAMERAS = (1, 2, 3, 4, 5, 6)
 
@@ -126,11 +126,7 @@ def run(args: argparse.Namespace) -> None:
         "loadavg": os.getloadavg(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    t, a = summary["test"], summary["align_test"]
-    print(f"{out.name}: R1 {t['rank1']:.2f} ± {t['rank1_std']:.2f}  mAP {t['mAP']:.2f} ± "
-          f"{t['mAP_std']:.2f} | test ir2rgb mAP {a['ir2rgb_mAP']:.1f} rgb2rgb "
-          f"{a['rgb2rgb_mAP']:.1f} gap {a['cross_gap']:+.3f} | train ir2rgb mAP "
-          f"{summary['align_train']['ir2rgb_mAP']:.1f} | {train_s:.0f} s")
+    _print_summary(out.name, summary)
 
 
 def rescore(args: argparse.Namespace) -> None:
