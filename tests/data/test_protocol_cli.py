@@ -156,10 +156,12 @@ def test_data_synth_wiring(monkeypatch, capsys, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "df2am.data.synthetic", fake)
     out = str(tmp_path / "synth")
     argv = ["data", "synth", "--layout", "regdb", "--out", out]
-    assert main([*argv, "--ids", "6", "--seed", "3", "--size", "32x16"]) == 0
-    assert calls[-1] == (out, "regdb", {"num_ids": 6, "seed": 3, "size": (32, 16)})
+    assert main([*argv, "--ids", "6", "--seed", "3", "--size", "32x16", "--workers", "2"]) == 0
+    assert calls[-1] == (out, "regdb", {"num_ids": 6, "seed": 3, "size": (32, 16), "workers": 2})
+    assert main([*argv, "--split", "0.5,0.25"]) == 0
+    assert calls[-1] == (out, "regdb", {"split": (0.5, 0.25), "workers": 1})
     assert main(argv) == 0
-    assert calls[-1] == (out, "regdb", {})
+    assert calls[-1] == (out, "regdb", {"workers": 1})
     assert "wrote synthetic regdb dataset" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([*argv, "--size", "32by16"])
