@@ -29,8 +29,7 @@ the evaluator until used), so ``import df2am.train`` stays cheap for the CLI.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from df2am.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "train": "df2am.train.trainer",
@@ -47,16 +46,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'df2am.train' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
