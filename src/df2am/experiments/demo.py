@@ -73,12 +73,12 @@ DEMO_DATA: dict[str, Any] = {"num_ids": 430, "seed": 0, "size": (128, 64),
 #:
 #: * 64 × 32 input and a ResNet-18 of half width (``model.width: 32``, 32-64-128-256
 #:   channels): ≈ 3.5× cheaper per step than full width, so 3× the steps fit in the same time,
-#:   and at equal time the narrow network generalised better (E20, E21).
+#:   and at equal time the narrow network generalised better (E22, E23).
 #: * A fixed step budget, 36 epochs × 56 steps (``train.max_iters_per_epoch``), whatever the
-#:   number of training ids: the recipe costs the same time on any synthetic size (E21).
-#: * ``loss.center_weight: 1`` with ``center_mode: prototype``: each identity's RGB and IR
-#:   batch centres classified against all identities' prototypes, the measured best of the
-#:   alignment terms tried (E24).
+#:   number of training ids: the recipe costs the same time on any synthetic size (§5).
+#: * ``loss.center_weight: 1`` with ``center_mode: prototype``: every image classified among
+#:   the batch's identities by the other modality's identity centres, the measured best of
+#:   the alignment terms tried (E27).
 #: * Adam at 1e-3 instead of the paper's SGD: from scratch, SGD at 0.05 had not fitted the
 #:   training ids after 448 steps (their IR → RGB mAP 15 %); Adam fits them (E7, E17).
 #: * ``model.specific_stages: 1``: layer1 per modality besides the stems (E14).
