@@ -207,17 +207,14 @@ def _check_earlier_run(out: Path, cfg: Config) -> None:
     """Refuse, before any work, a folder that holds a demo run of another recipe (an earlier
     df2am version's, or ``--tiny`` vs the full demo): resuming it would fail after the data
     step with a message about the synthetic dataset. Nothing in ``out`` is touched."""
-    from df2am.config import complete_config_dict, config_to_dict
     from df2am.errors import ConfigError
-    from df2am.train.resume import RESUME_OVERRIDABLE, config_diff, read_saved_config
+    from df2am.train.resume import read_saved_config, resume_config_changes
 
     saved_path = out / "config.yaml"
     if not saved_path.is_file():
         return
-    saved = complete_config_dict(read_saved_config(saved_path, "config.yaml"),
+    diff = resume_config_changes(cfg, read_saved_config(saved_path, "config.yaml"),
                                  source=str(saved_path))
-    diff = [k for k in config_diff(config_to_dict(cfg), saved)
-            if k not in RESUME_OVERRIDABLE]
     if diff:
         raise ConfigError(
             f"{out} holds a demo run of another recipe (an earlier df2am version's, or --tiny "
@@ -245,13 +242,13 @@ def run_demo(out_dir: str | Path, *, tiny: bool = False, device: str = "cpu") ->
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = TINY_DATA if tiny else DEMO_DATA
-    _check_earlier_run(out, demo_config(out / "data" / "synthetic_sysu", tiny=tiny, device=device))
+    cfg = demo_config(out / "data" / "synthetic_sysu", tiny=tiny, device=device)
+    _check_earlier_run(out, cfg)
     logger.info("demo step 1/4: synthetic SYSU-MM01-layout dataset (%d ids)", spec["num_ids"])
     # The files do not depend on the number of rendering processes (write_synthetic).
     workers = 1 if tiny else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else (os.cpu_count() or 1)
-    root = write_synthetic(out / "data" / "synthetic_sysu", "sysu", workers=workers, **spec)
-    cfg = demo_config(root, tiny=tiny, device=device)
+    root = write_synthetic(cfg.data.root, "sysu", workers=workers, **spec)
     cache_dir = resolve_cache_dir(cfg, out)
 
     logger.info("demo step 2/4: evaluating the untrained network (same recipe and seed)")

@@ -33,6 +33,7 @@ __all__ = [
     "check_weights",
     "config_diff",
     "read_saved_config",
+    "resume_config_changes",
     "rewrite_epoch_checkpoint",
 ]
 
@@ -61,11 +62,17 @@ def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[
     return keys
 
 
+def resume_config_changes(cfg: Config, saved: dict[str, Any], source: str) -> list[str]:
+    """The dotted keys where ``cfg`` differs from a run's ``saved`` config (completed with the
+    defaults; ``source`` names it in errors), other than :data:`RESUME_OVERRIDABLE`."""
+    saved = complete_config_dict(saved, source=source)
+    return [k for k in config_diff(config_to_dict(cfg), saved) if k not in RESUME_OVERRIDABLE]
+
+
 def check_resume_config(cfg: Config, run_dir: Path, saved: dict[str, Any]) -> None:
     """:class:`ConfigError` naming the keys where ``cfg`` differs from the run's ``saved``
     config, other than :data:`RESUME_OVERRIDABLE`."""
-    saved = complete_config_dict(saved, source=f"{run_dir} checkpoint")
-    diff = [k for k in config_diff(config_to_dict(cfg), saved) if k not in RESUME_OVERRIDABLE]
+    diff = resume_config_changes(cfg, saved, source=f"{run_dir} checkpoint")
     if diff:
         raise ConfigError(
             f"{run_dir}: cannot resume with a different config; changed keys: {', '.join(diff)} "
